@@ -1,0 +1,310 @@
+//! Registration, login and the per-call check of a bearer token.
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use chrono::{DateTime, TimeDelta, Utc};
+use sea_orm::{DatabaseConnection, DbErr, SqlErr};
+use secrecy::{ExposeSecret, SecretString};
+use uuid::Uuid;
+
+use super::{
+    ClientInfo, Session, User, UserStatus,
+    input::{Device, DisplayName, Email},
+    password::{Hasher, PasswordPolicy},
+    tokens::{RefreshToken, TokenService, VerifiedToken},
+};
+use crate::{
+    error::{Error, FieldViolation, Result},
+    store::{
+        self,
+        entities::{refresh_token, session, user},
+        sessions, users,
+    },
+};
+
+const USER_AGENT_MAX_CHARS: usize = 512;
+
+pub struct NewAccount {
+    pub email: String,
+    pub password: SecretString,
+    pub display_name: String,
+}
+
+pub struct LoginAttempt {
+    pub email: String,
+    pub password: SecretString,
+    /// The raw device fields (id, name, type), if the client sent any.
+    pub device: Option<(String, String, String)>,
+    pub client: ClientInfo,
+}
+
+pub struct TokenPair {
+    pub access_token: SecretString,
+    pub refresh_token: SecretString,
+    pub expires_in: Duration,
+    pub refresh_expires_at: DateTime<Utc>,
+}
+
+pub struct LoginOutcome {
+    pub tokens: TokenPair,
+    pub user: User,
+    pub session_id: Uuid,
+}
+
+/// The caller of a bearer RPC after every check: token, session, account.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub user: User,
+    pub session: Session,
+    pub token: VerifiedToken,
+}
+
+pub struct Accounts {
+    db: DatabaseConnection,
+    hasher: Hasher,
+    policy: PasswordPolicy,
+    tokens: Arc<TokenService>,
+    refresh_ttl: TimeDelta,
+}
+
+impl Accounts {
+    pub fn new(
+        db: DatabaseConnection,
+        hasher: Hasher,
+        policy: PasswordPolicy,
+        tokens: Arc<TokenService>,
+        refresh_ttl: Duration,
+    ) -> Result<Self> {
+        Ok(Self {
+            db,
+            hasher,
+            policy,
+            tokens,
+            refresh_ttl: TimeDelta::from_std(refresh_ttl).context("refresh token TTL")?,
+        })
+    }
+
+    pub fn hasher(&self) -> &Hasher {
+        &self.hasher
+    }
+
+    /// The first account ever becomes an approved admin; every later one
+    /// waits for approval. The check and the insert share one serializable
+    /// transaction, so concurrent first registrations make exactly one admin.
+    #[tracing::instrument(skip_all)]
+    pub async fn register(&self, account: NewAccount, now: DateTime<Utc>) -> Result<User> {
+        let (email, display_name) = parse_profile(&account.email, &account.display_name)?;
+        let password = self.policy.check("password", &account.password, &email)?;
+        // Cheap refusal before the expensive hash; the unique constraint
+        // below still decides races.
+        if users::email_exists(&self.db, email.as_str()).await? {
+            return Err(Error::EmailTaken);
+        }
+        let hash = self.hasher.hash(&password).await?;
+        let row = store::serializable(&self.db, |txn| {
+            let (email, display_name, hash) = (email.clone(), display_name.clone(), hash.clone());
+            Box::pin(async move {
+                let first = !users::any(txn).await?;
+                let row = new_user_row(email, display_name, hash, first, first, now);
+                users::insert(txn, row).await.map_err(email_taken_if_unique)
+            })
+        })
+        .await?;
+        tracing::info!(user_id = %row.id, admin = row.is_admin, "account registered");
+        Ok(row.into())
+    }
+
+    /// Only approved accounts get tokens. An unknown email and a wrong
+    /// password take the same path, with the same argon2 work, to the same
+    /// error; the account's status is revealed only to someone who knows
+    /// its password.
+    #[tracing::instrument(skip_all)]
+    pub async fn login(&self, attempt: LoginAttempt, now: DateTime<Utc>) -> Result<LoginOutcome> {
+        let mut violations = Vec::new();
+        if attempt.email.trim().is_empty() {
+            violations.push(FieldViolation::new("email", "must not be empty"));
+        }
+        if attempt.password.expose_secret().is_empty() {
+            violations.push(FieldViolation::new("password", "must not be empty"));
+        }
+        let device = match &attempt.device {
+            Some((id, name, kind)) => Device::parse(id, name, kind).unwrap_or_else(|v| {
+                violations.extend(v);
+                Device::default()
+            }),
+            None => Device::default(),
+        };
+        if !violations.is_empty() {
+            return Err(Error::InvalidArgument(violations));
+        }
+
+        // An address that could never have been registered simply has no
+        // account.
+        let account = match Email::parse("email", &attempt.email) {
+            Ok(email) => users::find_by_email(&self.db, email.as_str()).await?,
+            Err(_) => None,
+        };
+        let stored_hash = account.as_ref().map(|u| u.password_hash.0.as_str());
+        let matched = self.hasher.verify(&attempt.password, stored_hash).await?;
+        let account = match account {
+            Some(account) if matched => account,
+            _ => return Err(Error::InvalidCredentials),
+        };
+        match account.status {
+            UserStatus::Approved => {}
+            UserStatus::Pending => return Err(Error::AccountPending),
+            UserStatus::Disabled => return Err(Error::AccountDisabled),
+        }
+
+        let session_id = Uuid::now_v7();
+        let refresh = RefreshToken::generate()?;
+        let expires_at = now + self.refresh_ttl;
+        let session_row = session::Model {
+            id: session_id,
+            user_id: account.id,
+            device_id: device.id,
+            device_name: device.name,
+            device_type: device.kind,
+            user_agent: attempt
+                .client
+                .user_agent
+                .chars()
+                .take(USER_AGENT_MAX_CHARS)
+                .collect(),
+            ip_address: attempt.client.ip_address,
+            created_at: now,
+            last_used_at: now,
+            expires_at,
+            revoked_at: None,
+        };
+        let token_row = refresh_token::Model {
+            token_hash: refresh.hash,
+            session_id,
+            created_at: now,
+            expires_at,
+            rotated_at: None,
+        };
+        sessions::insert_with_refresh_token(&self.db, session_row, token_row).await?;
+        let access = self.tokens.issue(account.id, session_id, now)?;
+        tracing::info!(user_id = %account.id, %session_id, "login");
+        Ok(LoginOutcome {
+            tokens: TokenPair {
+                access_token: SecretString::from(access.token),
+                refresh_token: refresh.token,
+                expires_in: self.tokens.access_token_ttl(),
+                refresh_expires_at: expires_at,
+            },
+            user: account.into(),
+            session_id,
+        })
+    }
+
+    /// The database half of a bearer check, for a token whose signature and
+    /// claims already hold: the session must exist, be live and belong to the
+    /// token's user, and that user must be approved. Read on every call, so a
+    /// revocation or a disabled account takes effect at once.
+    pub async fn authorize(&self, token: &VerifiedToken, now: DateTime<Utc>) -> Result<Principal> {
+        let (session, account) = sessions::find_with_user(&self.db, token.session_id)
+            .await?
+            .ok_or(Error::SessionRevoked)?;
+        if session.user_id != token.user_id {
+            return Err(Error::TokenInvalid);
+        }
+        if session.revoked_at.is_some()
+            || session.expires_at <= now
+            || account.status != UserStatus::Approved
+        {
+            return Err(Error::SessionRevoked);
+        }
+        Ok(Principal {
+            user: account.into(),
+            session,
+            token: *token,
+        })
+    }
+
+    /// ValidateToken: `None` for any token that is not good now. Only a
+    /// failure of warden itself (say, the database) is an error.
+    pub async fn introspect(&self, token: &str, now: DateTime<Utc>) -> Result<Option<Principal>> {
+        let verified = match self.tokens.verify(token, now) {
+            Ok(verified) => verified,
+            Err(_) => return Ok(None),
+        };
+        match self.authorize(&verified, now).await {
+            Ok(principal) => Ok(Some(principal)),
+            Err(e @ (Error::DatabaseUnavailable(_) | Error::Unexpected(_))) => Err(e),
+            Err(_) => Ok(None),
+        }
+    }
+}
+
+/// An approved admin, whatever else exists (the `create-admin` command).
+pub async fn create_admin(
+    db: &DatabaseConnection,
+    hasher: &Hasher,
+    policy: &PasswordPolicy,
+    email: &str,
+    display_name: &str,
+    password: &SecretString,
+    now: DateTime<Utc>,
+) -> Result<User> {
+    let (email, display_name) = parse_profile(email, display_name)?;
+    let password = policy.check("password", password, &email)?;
+    if users::email_exists(db, email.as_str()).await? {
+        return Err(Error::EmailTaken);
+    }
+    let hash = hasher.hash(&password).await?;
+    let row = new_user_row(email, display_name, hash, true, true, now);
+    let row = users::insert(db, row)
+        .await
+        .map_err(email_taken_if_unique)?;
+    tracing::info!(user_id = %row.id, "admin created");
+    Ok(row.into())
+}
+
+fn parse_profile(email: &str, display_name: &str) -> Result<(Email, DisplayName)> {
+    match (
+        Email::parse("email", email),
+        DisplayName::parse("display_name", display_name),
+    ) {
+        (Ok(email), Ok(name)) => Ok((email, name)),
+        (email, name) => Err(Error::InvalidArgument(
+            [email.err(), name.err()].into_iter().flatten().collect(),
+        )),
+    }
+}
+
+fn new_user_row(
+    email: Email,
+    display_name: DisplayName,
+    password_hash: String,
+    is_admin: bool,
+    approved: bool,
+    now: DateTime<Utc>,
+) -> user::Model {
+    user::Model {
+        id: Uuid::now_v7(),
+        email: email.into_string(),
+        display_name: display_name.into_string(),
+        password_hash: user::PasswordHash(password_hash),
+        is_admin,
+        status: if approved {
+            UserStatus::Approved
+        } else {
+            UserStatus::Pending
+        },
+        created_at: now,
+        updated_at: now,
+        approved_at: approved.then_some(now),
+        approved_by: None,
+    }
+}
+
+/// The only unique key a new user row can break is its email.
+fn email_taken_if_unique(err: DbErr) -> Error {
+    match err.sql_err() {
+        Some(SqlErr::UniqueConstraintViolation(_)) => Error::EmailTaken,
+        _ => err.into(),
+    }
+}

@@ -1,0 +1,261 @@
+//! Request fields that were checked once, on construction (API.md, "Input
+//! rules"). Holding one of these types means the value is valid.
+
+use uuid::Uuid;
+
+use crate::error::FieldViolation;
+
+/// The longest address SMTP can deliver to (RFC 5321 path limit).
+const EMAIL_MAX_BYTES: usize = 254;
+const DISPLAY_NAME_MAX_CHARS: usize = 100;
+
+/// A syntactically valid email address, trimmed and lower-cased.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Email(String);
+
+impl Email {
+    /// Syntax is the WHATWG HTML "valid e-mail address" (ASCII only); the
+    /// address is normalised before it is checked, stored or compared.
+    pub fn parse(field: &'static str, raw: &str) -> Result<Self, FieldViolation> {
+        let trimmed = raw.trim();
+        if trimmed.is_empty() {
+            return Err(FieldViolation::new(field, "must not be empty"));
+        }
+        if trimmed.len() > EMAIL_MAX_BYTES {
+            return Err(FieldViolation::new(
+                field,
+                format!("must be at most {EMAIL_MAX_BYTES} bytes"),
+            ));
+        }
+        if !is_whatwg_email(trimmed) {
+            return Err(FieldViolation::new(field, "is not a valid email address"));
+        }
+        Ok(Self(trimmed.to_ascii_lowercase()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The part before the `@`.
+    pub fn local_part(&self) -> &str {
+        self.0.split('@').next().unwrap_or_default()
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+impl std::fmt::Display for Email {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// `1*( atext / "." ) "@" label *( "." label )`, where a label is 1 to 63
+/// letters, digits or hyphens, not starting or ending with a hyphen.
+fn is_whatwg_email(s: &str) -> bool {
+    let Some((local, domain)) = s.split_once('@') else {
+        return false;
+    };
+    let local_ok = !local.is_empty()
+        && local
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".!#$%&'*+/=?^_`{|}~-".contains(&b));
+    let domain_ok = domain.split('.').all(|label| {
+        !label.is_empty()
+            && label.len() <= 63
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+    });
+    local_ok && domain_ok
+}
+
+/// An optional human name: at most 100 characters, no control characters.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DisplayName(String);
+
+impl DisplayName {
+    pub fn parse(field: &'static str, raw: &str) -> Result<Self, FieldViolation> {
+        check_text(field, raw, DISPLAY_NAME_MAX_CHARS)?;
+        Ok(Self(raw.to_owned()))
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+/// A bounded, printable piece of text.
+fn check_text(field: &'static str, raw: &str, max_chars: usize) -> Result<(), FieldViolation> {
+    if raw.chars().count() > max_chars {
+        return Err(FieldViolation::new(
+            field,
+            format!("must be at most {max_chars} characters"),
+        ));
+    }
+    if raw.chars().any(char::is_control) {
+        return Err(FieldViolation::new(
+            field,
+            "must not contain control characters",
+        ));
+    }
+    Ok(())
+}
+
+/// A UUID given as text, for ids in requests.
+pub fn parse_id(field: &'static str, raw: &str) -> Result<Uuid, FieldViolation> {
+    Uuid::try_parse(raw.trim()).map_err(|_| FieldViolation::new(field, "must be a UUID"))
+}
+
+/// What a client says about the device it logs in from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    pub id: String,
+    pub name: String,
+    pub kind: String,
+}
+
+impl Device {
+    pub const UNKNOWN_KIND: &'static str = "unknown";
+
+    pub fn parse(id: &str, name: &str, kind: &str) -> Result<Self, Vec<FieldViolation>> {
+        let violations: Vec<_> = [
+            check_text("device.device_id", id, 128),
+            check_text("device.device_name", name, 100),
+            check_text("device.device_type", kind, 32),
+        ]
+        .into_iter()
+        .filter_map(Result::err)
+        .collect();
+        if !violations.is_empty() {
+            return Err(violations);
+        }
+        let kind = kind.trim();
+        Ok(Self {
+            id: id.to_owned(),
+            name: name.to_owned(),
+            kind: if kind.is_empty() {
+                Self::UNKNOWN_KIND.to_owned()
+            } else {
+                kind.to_owned()
+            },
+        })
+    }
+}
+
+impl Default for Device {
+    fn default() -> Self {
+        Self {
+            id: String::new(),
+            name: String::new(),
+            kind: Self::UNKNOWN_KIND.to_owned(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_email_is_trimmed_and_lower_cased() {
+        let email = Email::parse("email", "  Alice.Smith+tag@Example.COM \t").unwrap();
+        assert_eq!(email.as_str(), "alice.smith+tag@example.com");
+        assert_eq!(email.local_part(), "alice.smith+tag");
+    }
+
+    #[test]
+    fn whatwg_email_syntax_is_enforced() {
+        for good in [
+            "a@b",
+            "x@localhost",
+            "first.last@sub.example.org",
+            "o'neil@x.io",
+            "a-b@c-d.e",
+        ] {
+            assert!(
+                Email::parse("email", good).is_ok(),
+                "{good} should be valid"
+            );
+        }
+        for bad in [
+            "plain",
+            "@example.com",
+            "a@",
+            "a@@b.c",
+            "a b@c.d",
+            "a@-b.c",
+            "a@b-.c",
+            "a@b..c",
+            "a@.b",
+            "ä@b.c",
+            "a@b.c.",
+            "\"quoted\"@b.c",
+        ] {
+            assert!(
+                Email::parse("email", bad).is_err(),
+                "{bad} should be invalid"
+            );
+        }
+    }
+
+    #[test]
+    fn an_empty_or_whitespace_email_is_rejected_as_empty() {
+        for raw in ["", "   ", "\t\n"] {
+            let err = Email::parse("email", raw).unwrap_err();
+            assert_eq!(err.field, "email");
+            assert_eq!(err.description, "must not be empty");
+        }
+    }
+
+    #[test]
+    fn an_email_over_254_bytes_is_rejected() {
+        let long = format!("{}@{}.com", "a".repeat(64), "b".repeat(186));
+        assert_eq!(long.len(), 255);
+        assert!(
+            Email::parse("email", &long)
+                .unwrap_err()
+                .description
+                .contains("254")
+        );
+        let label = "b".repeat(60);
+        let ok = format!(
+            "{}@{label}.{label}.{label}.{}",
+            "a".repeat(64),
+            "c".repeat(4)
+        );
+        assert!(ok.len() <= 254);
+        assert!(Email::parse("email", &ok).is_ok());
+    }
+
+    #[test]
+    fn a_display_name_is_bounded_and_printable() {
+        assert!(DisplayName::parse("display_name", "").is_ok());
+        assert!(DisplayName::parse("display_name", &"é".repeat(100)).is_ok());
+        assert!(DisplayName::parse("display_name", &"é".repeat(101)).is_err());
+        assert!(DisplayName::parse("display_name", "tab\there").is_err());
+        assert!(DisplayName::parse("display_name", "bell\u{7}").is_err());
+    }
+
+    #[test]
+    fn a_device_without_a_type_is_unknown() {
+        assert_eq!(Device::parse("id", "name", "").unwrap().kind, "unknown");
+        assert_eq!(Device::parse("id", "name", "ios").unwrap().kind, "ios");
+        assert_eq!(
+            Device::parse(&"x".repeat(129), "", "").unwrap_err().len(),
+            1
+        );
+    }
+
+    #[test]
+    fn ids_must_be_uuids() {
+        assert!(parse_id("user_id", "4b0a5f5e-8b1c-4e1e-9a59-6b6f1e0f9c11").is_ok());
+        assert!(parse_id("user_id", "42").is_err());
+        assert!(parse_id("user_id", "").is_err());
+    }
+}

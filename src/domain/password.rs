@@ -1,0 +1,334 @@
+//! Password policy (NIST SP 800-63B) and argon2id hashing (OWASP parameters).
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
+};
+
+use anyhow::Context as _;
+use argon2::{Algorithm, Argon2, Params, PasswordHasher as _, PasswordVerifier as _, Version};
+use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::Semaphore;
+use unicode_normalization::UnicodeNormalization;
+
+use super::input::Email;
+use crate::error::{Error, FieldViolation, Result};
+
+/// NIST SP 800-63B asks verifiers to accept at least 64 characters; 128 keeps
+/// hashing input bounded.
+pub const MAX_PASSWORD_CHARS: usize = 128;
+
+/// What the service accepts as a new password. There are no composition
+/// rules, as NIST advises: length, the block-list and the email decide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PasswordPolicy {
+    pub min_chars: usize,
+}
+
+/// A password after NFKC normalisation, the form that is checked and hashed
+/// (so the same password typed on two keyboards hashes the same).
+pub struct NewPassword(SecretString);
+
+impl NewPassword {
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+}
+
+pub fn normalize(password: &str) -> SecretString {
+    SecretString::from(password.nfkc().collect::<String>())
+}
+
+impl PasswordPolicy {
+    /// Checks a new password for the account with `email`. An empty password
+    /// is a missing field (INVALID_ARGUMENT); any other failure is
+    /// WEAK_PASSWORD.
+    pub fn check(
+        &self,
+        field: &'static str,
+        password: &SecretString,
+        email: &Email,
+    ) -> Result<NewPassword> {
+        let raw = password.expose_secret();
+        if raw.is_empty() {
+            return Err(Error::invalid(field, "must not be empty"));
+        }
+        let normalized = normalize(raw);
+        let candidate = normalized.expose_secret();
+        let weak =
+            |description: String| Error::WeakPassword(FieldViolation::new(field, description));
+        let chars = candidate.chars().count();
+        if chars < self.min_chars {
+            return Err(weak(format!(
+                "must be at least {} characters",
+                self.min_chars
+            )));
+        }
+        if chars > MAX_PASSWORD_CHARS {
+            return Err(weak(format!(
+                "must be at most {MAX_PASSWORD_CHARS} characters"
+            )));
+        }
+        let lower = candidate.to_lowercase();
+        if mentions_email(&lower, email) {
+            return Err(weak("must not contain the email address".to_owned()));
+        }
+        if is_common(candidate, &lower) {
+            return Err(weak("is too common".to_owned()));
+        }
+        Ok(NewPassword(normalized))
+    }
+}
+
+/// The bundled block-list holds about 100,000 leaked passwords; looking up the
+/// lower-cased form too makes the check case-insensitive.
+fn is_common(password: &str, lower: &str) -> bool {
+    passwords::analyzer::is_common_password(password)
+        || passwords::analyzer::is_common_password(lower)
+}
+
+/// Equal to, or containing, the email or its local part. A very short local
+/// part ("jo") would forbid too much, so it counts only when equal.
+fn mentions_email(lower: &str, email: &Email) -> bool {
+    let local = email.local_part();
+    lower == local
+        || lower.contains(email.as_str())
+        || (local.chars().count() >= 4 && lower.contains(local))
+}
+
+/// argon2id cost, a policy object so tests can use a cheap one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashingCost {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+}
+
+impl Default for HashingCost {
+    /// OWASP Password Storage Cheat Sheet: m=19 MiB, t=2, p=1.
+    fn default() -> Self {
+        Self {
+            memory_kib: 19_456,
+            iterations: 2,
+            parallelism: 1,
+        }
+    }
+}
+
+impl HashingCost {
+    pub fn params(&self) -> Result<Params> {
+        Params::new(self.memory_kib, self.iterations, self.parallelism, None)
+            .map_err(|e| Error::Unexpected(anyhow::anyhow!("argon2 parameters: {e}")))
+    }
+}
+
+/// Hashes and verifies passwords on the blocking pool, at most one per core
+/// at a time, so that a login flood neither stalls the async workers (token
+/// checks stay fast) nor allocates argon2 memory without bound.
+pub struct Hasher {
+    argon2: Argon2<'static>,
+    permits: Arc<Semaphore>,
+    /// A hash of a random password with the current parameters: unknown
+    /// emails are verified against it so they cost what a wrong password
+    /// costs.
+    dummy_hash: String,
+    verifications: AtomicU64,
+}
+
+impl Hasher {
+    pub fn new(cost: HashingCost, concurrency: usize) -> Result<Self> {
+        let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, cost.params()?);
+        let mut random = [0u8; 32];
+        getrandom::fill(&mut random).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+        let dummy_hash = argon2
+            .hash_password(&random)
+            .map_err(|e| anyhow::anyhow!("argon2: {e}"))?
+            .to_string();
+        Ok(Self {
+            argon2,
+            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            dummy_hash,
+            verifications: AtomicU64::new(0),
+        })
+    }
+
+    /// A PHC string (`$argon2id$v=19$m=…,t=…,p=…$salt$hash`) with a fresh salt.
+    pub async fn hash(&self, password: &NewPassword) -> Result<String> {
+        let argon2 = self.argon2.clone();
+        let password = password.0.clone();
+        self.blocking(move || {
+            argon2
+                .hash_password(password.expose_secret().as_bytes())
+                .map(|h| h.to_string())
+                .map_err(|e| Error::Unexpected(anyhow::anyhow!("argon2: {e}")))
+        })
+        .await
+    }
+
+    /// Whether `password` matches `phc`. With no hash (no such account) the
+    /// dummy hash is verified instead and the answer is `false`, after the
+    /// same work.
+    pub async fn verify(&self, password: &SecretString, phc: Option<&str>) -> Result<bool> {
+        let argon2 = self.argon2.clone();
+        let password = normalize(password.expose_secret());
+        let known = phc.is_some();
+        let phc = phc.unwrap_or(&self.dummy_hash).to_owned();
+        self.verifications.fetch_add(1, Ordering::Relaxed);
+        let matched = self
+            .blocking(move || {
+                Ok(argon2
+                    .verify_password(password.expose_secret().as_bytes(), phc.as_str())
+                    .is_ok())
+            })
+            .await?;
+        Ok(known && matched)
+    }
+
+    /// How many verifications ran since start: each login attempt that got
+    /// past input checks runs exactly one.
+    pub fn verifications(&self) -> u64 {
+        self.verifications.load(Ordering::Relaxed)
+    }
+
+    async fn blocking<T, F>(&self, work: F) -> Result<T>
+    where
+        F: FnOnce() -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .context("hashing pool closed")?;
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || span.in_scope(work))
+            .await
+            .context("hashing task failed")?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn email() -> Email {
+        Email::parse("email", "marguerite@example.com").unwrap()
+    }
+
+    fn check(min: usize, password: &str) -> Result<NewPassword> {
+        PasswordPolicy { min_chars: min }.check("password", &SecretString::from(password), &email())
+    }
+
+    fn weak_reason(result: Result<NewPassword>) -> String {
+        match result {
+            Err(Error::WeakPassword(v)) => v.description,
+            Err(other) => panic!("expected WeakPassword, got {other:?}"),
+            Ok(_) => panic!("expected WeakPassword, got a valid password"),
+        }
+    }
+
+    #[test]
+    fn an_empty_password_is_a_missing_field() {
+        assert!(matches!(check(15, ""), Err(Error::InvalidArgument(_))));
+    }
+
+    #[test]
+    fn length_is_counted_in_characters_after_nfkc() {
+        // 15 characters, 30 bytes.
+        assert!(check(15, &"é".repeat(15)).is_ok());
+        assert!(weak_reason(check(15, &"é".repeat(14))).contains("at least 15"));
+        assert!(check(8, &"ü".repeat(MAX_PASSWORD_CHARS)).is_ok());
+        assert!(weak_reason(check(8, &"ü".repeat(MAX_PASSWORD_CHARS + 1))).contains("at most 128"));
+        // U+FB01 (ﬁ ligature) is two characters after NFKC: "fi".
+        let normalized = check(8, "\u{FB01}\u{FB01}\u{FB01}\u{FB01}").unwrap();
+        assert_eq!(normalized.expose(), "fifififi");
+    }
+
+    #[test]
+    fn common_passwords_are_refused_whatever_their_case() {
+        for common in ["password123", "PASSWORD123", "Iloveyou123", "qwertyuiop"] {
+            assert_eq!(weak_reason(check(8, common)), "is too common", "{common}");
+        }
+    }
+
+    #[test]
+    fn the_email_and_its_local_part_are_refused() {
+        for bad in [
+            "marguerite",
+            "MARGUERITE!2024",
+            "marguerite@example.com",
+            "my-marguerite-pass",
+        ] {
+            assert!(weak_reason(check(8, bad)).contains("email"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_long_passphrase_passes() {
+        assert!(check(15, "correct horse battery staple").is_ok());
+    }
+
+    fn cheap() -> Hasher {
+        Hasher::new(
+            HashingCost {
+                memory_kib: 64,
+                iterations: 1,
+                parallelism: 1,
+            },
+            2,
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_hash_is_a_phc_string_that_verifies_only_its_password() {
+        let hasher = cheap();
+        let policy = PasswordPolicy { min_chars: 8 };
+        let password = policy
+            .check(
+                "password",
+                &SecretString::from("a sturdy passphrase"),
+                &email(),
+            )
+            .unwrap();
+        let phc = hasher.hash(&password).await.unwrap();
+        assert!(phc.starts_with("$argon2id$v=19$m=64,t=1,p=1$"), "{phc}");
+        let right = SecretString::from("a sturdy passphrase");
+        let wrong = SecretString::from("a sturdy passphrasf");
+        assert!(hasher.verify(&right, Some(&phc)).await.unwrap());
+        assert!(!hasher.verify(&wrong, Some(&phc)).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn verifying_without_a_hash_does_the_same_work_and_fails() {
+        let hasher = cheap();
+        let before = hasher.verifications();
+        assert!(
+            !hasher
+                .verify(&SecretString::from("anything at all"), None)
+                .await
+                .unwrap()
+        );
+        assert_eq!(hasher.verifications(), before + 1);
+    }
+
+    #[tokio::test]
+    async fn verification_normalizes_like_hashing() {
+        let hasher = cheap();
+        let policy = PasswordPolicy { min_chars: 8 };
+        let stored = policy
+            .check(
+                "password",
+                &SecretString::from("\u{FB01}ne passphrase"),
+                &email(),
+            )
+            .unwrap();
+        let phc = hasher.hash(&stored).await.unwrap();
+        assert!(
+            hasher
+                .verify(&SecretString::from("fine passphrase"), Some(&phc))
+                .await
+                .unwrap()
+        );
+    }
+}

@@ -1,0 +1,486 @@
+//! Access tokens: EdDSA (Ed25519) JWTs with `typ: at+jwt` (RFC 9068), signed
+//! with keys kept in the database and published as a JWK Set (RFC 7517).
+//! Refresh tokens: 256 random bits, stored only as a SHA-256 hash.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+use chrono::{DateTime, TimeDelta, Utc};
+use ed25519_dalek::pkcs8::EncodePrivateKey as _;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::{
+    error::{Error, Result},
+    store::{self, entities::signing_key, keys},
+};
+
+pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
+/// Clock skew tolerated on `exp` and `nbf` (API.md: at most 5 s).
+pub const LEEWAY_SECONDS: i64 = 5;
+/// Ours are about 400 bytes; anything far larger is not ours and is refused
+/// before any parsing work.
+const MAX_TOKEN_BYTES: usize = 4096;
+const ALGORITHM_NAME: &str = "EdDSA";
+
+/// What warden puts in an access token. Roles and account status are
+/// deliberately absent: warden reads them from the database on every call.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AccessClaims {
+    pub iss: String,
+    pub aud: String,
+    pub sub: String,
+    pub sid: String,
+    pub iat: i64,
+    pub nbf: i64,
+    pub exp: i64,
+    pub jti: String,
+}
+
+/// An access token whose signature, issuer, audience and times hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VerifiedToken {
+    pub user_id: Uuid,
+    pub session_id: Uuid,
+    pub expires_at: DateTime<Utc>,
+}
+
+pub struct IssuedToken {
+    pub token: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A new Ed25519 key pair as a `signing_keys` row; `kid` is the RFC 7638
+/// thumbprint of the public key.
+pub fn generate_signing_key(now: DateTime<Utc>) -> Result<signing_key::Model> {
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    // `SigningKey` wipes itself on drop.
+    let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+    let private_der = key
+        .to_pkcs8_der()
+        .map_err(|e| anyhow::anyhow!("PKCS#8 encoding: {e}"))?;
+    let public_key = key.verifying_key().to_bytes().to_vec();
+    Ok(signing_key::Model {
+        kid: thumbprint(&URL_SAFE_NO_PAD.encode(&public_key)),
+        algorithm: ALGORITHM_NAME.to_owned(),
+        private_key: private_der.as_bytes().to_vec(),
+        public_key,
+        created_at: now,
+        retired_at: None,
+    })
+}
+
+/// The live signing keys, newest first; on the very first start, a new one.
+/// Done in one serializable transaction, so replicas that start together
+/// agree on a single key.
+pub async fn load_or_create_keys(
+    db: &sea_orm::DatabaseConnection,
+    now: DateTime<Utc>,
+) -> Result<Vec<signing_key::Model>> {
+    store::serializable(db, |txn| {
+        Box::pin(async move {
+            let live = keys::live(txn).await?;
+            if !live.is_empty() {
+                return Ok(live);
+            }
+            let key = keys::insert(txn, generate_signing_key(now)?).await?;
+            tracing::info!(kid = %key.kid, "generated the first signing key");
+            Ok(vec![key])
+        })
+    })
+    .await
+}
+
+/// RFC 7638: SHA-256 over the required members in lexicographic order.
+fn thumbprint(x: &str) -> String {
+    let canonical = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#);
+    URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes()))
+}
+
+struct Verifier {
+    key: DecodingKey,
+}
+
+/// The keys of one moment: the newest signs, all of them verify.
+struct KeyRing {
+    signer_kid: String,
+    signer: EncodingKey,
+    verifiers: HashMap<String, Verifier>,
+    jwks_json: String,
+}
+
+#[derive(Serialize)]
+struct Jwk<'a> {
+    kty: &'static str,
+    crv: &'static str,
+    x: String,
+    kid: &'a str,
+    alg: &'static str,
+    #[serde(rename = "use")]
+    use_: &'static str,
+}
+
+#[derive(Serialize)]
+struct JwkSet<'a> {
+    keys: Vec<Jwk<'a>>,
+}
+
+impl KeyRing {
+    /// `rows` newest first, as `store::keys::live` returns them.
+    fn new(rows: &[signing_key::Model]) -> Result<Self> {
+        let newest = rows
+            .first()
+            .ok_or_else(|| anyhow::anyhow!("no signing key"))?;
+        let mut verifiers = HashMap::new();
+        let mut jwks = Vec::new();
+        for row in rows {
+            let x = URL_SAFE_NO_PAD.encode(&row.public_key);
+            let key = DecodingKey::from_ed_components(&x)
+                .with_context(|| format!("public key {} is not Ed25519", row.kid))?;
+            verifiers.insert(row.kid.clone(), Verifier { key });
+            jwks.push(Jwk {
+                kty: "OKP",
+                crv: "Ed25519",
+                x,
+                kid: &row.kid,
+                alg: ALGORITHM_NAME,
+                use_: "sig",
+            });
+        }
+        let jwks_json = serde_json::to_string(&JwkSet { keys: jwks }).context("JWKS")?;
+        Ok(Self {
+            signer_kid: newest.kid.clone(),
+            signer: EncodingKey::from_ed_der(&newest.private_key),
+            verifiers,
+            jwks_json,
+        })
+    }
+}
+
+/// Issues and verifies access tokens.
+pub struct TokenService {
+    issuer: String,
+    audience: String,
+    ttl: Duration,
+    validation: Validation,
+    ring: RwLock<Arc<KeyRing>>,
+}
+
+impl TokenService {
+    pub fn new(
+        issuer: String,
+        audience: String,
+        ttl: Duration,
+        keys: &[signing_key::Model],
+    ) -> Result<Self> {
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.set_issuer(&[&issuer]);
+        validation.set_audience(&[&audience]);
+        validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
+        // Times are checked against the caller's `now` below, not the
+        // library's clock.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.leeway = 0;
+        Ok(Self {
+            issuer,
+            audience,
+            ttl,
+            validation,
+            ring: RwLock::new(Arc::new(KeyRing::new(keys)?)),
+        })
+    }
+
+    fn ring(&self) -> Arc<KeyRing> {
+        self.ring.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn access_token_ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    pub fn issue(
+        &self,
+        user_id: Uuid,
+        session_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<IssuedToken> {
+        let ring = self.ring();
+        let ttl = TimeDelta::from_std(self.ttl).context("access token TTL")?;
+        let expires_at = now + ttl;
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.typ = Some(ACCESS_TOKEN_TYPE.to_owned());
+        header.kid = Some(ring.signer_kid.clone());
+        let claims = AccessClaims {
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            sub: user_id.to_string(),
+            sid: session_id.to_string(),
+            iat: now.timestamp(),
+            nbf: now.timestamp(),
+            exp: expires_at.timestamp(),
+            jti: Uuid::new_v4().to_string(),
+        };
+        let token = jsonwebtoken::encode(&header, &claims, &ring.signer).context("signing")?;
+        Ok(IssuedToken { token, expires_at })
+    }
+
+    /// Checks everything a token carries: algorithm pinned to EdDSA, `typ`,
+    /// a known `kid`, the signature, `iss`, `aud`, `exp` and `nbf` (with
+    /// `LEEWAY_SECONDS`). Session and account state are the caller's part.
+    pub fn verify(&self, token: &str, now: DateTime<Utc>) -> Result<VerifiedToken> {
+        if token.is_empty() || token.len() > MAX_TOKEN_BYTES {
+            return Err(Error::TokenInvalid);
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|_| Error::TokenInvalid)?;
+        let typ_ok = header.typ.as_deref().is_some_and(|t| {
+            t.eq_ignore_ascii_case(ACCESS_TOKEN_TYPE)
+                || t.eq_ignore_ascii_case("application/at+jwt")
+        });
+        if header.alg != Algorithm::EdDSA || !typ_ok {
+            return Err(Error::TokenInvalid);
+        }
+        let ring = self.ring();
+        let verifier = header
+            .kid
+            .as_deref()
+            .and_then(|kid| ring.verifiers.get(kid))
+            .ok_or(Error::TokenInvalid)?;
+        let claims = jsonwebtoken::decode::<AccessClaims>(token, &verifier.key, &self.validation)
+            .map_err(|_| Error::TokenInvalid)?
+            .claims;
+        let now = now.timestamp();
+        if now > claims.exp.saturating_add(LEEWAY_SECONDS) {
+            return Err(Error::TokenExpired);
+        }
+        if now.saturating_add(LEEWAY_SECONDS) < claims.nbf {
+            return Err(Error::TokenInvalid);
+        }
+        let user_id = Uuid::try_parse(&claims.sub).map_err(|_| Error::TokenInvalid)?;
+        let session_id = Uuid::try_parse(&claims.sid).map_err(|_| Error::TokenInvalid)?;
+        let expires_at = DateTime::from_timestamp(claims.exp, 0).ok_or(Error::TokenInvalid)?;
+        Ok(VerifiedToken {
+            user_id,
+            session_id,
+            expires_at,
+        })
+    }
+
+    /// The public keys as an RFC 7517 JWK Set.
+    pub fn jwks_json(&self) -> String {
+        self.ring().jwks_json.clone()
+    }
+}
+
+/// A refresh token as handed to the client, and the hash that is stored.
+pub struct RefreshToken {
+    pub token: SecretString,
+    pub hash: Vec<u8>,
+}
+
+impl RefreshToken {
+    pub fn generate() -> Result<Self> {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+        let token = URL_SAFE_NO_PAD.encode(bytes);
+        let hash = hash_refresh_token(&token);
+        Ok(Self {
+            token: SecretString::from(token),
+            hash,
+        })
+    }
+}
+
+/// SHA-256 is enough here (no salt, no argon2): the token has 256 bits of
+/// entropy, so the hash cannot be reversed by guessing.
+pub fn hash_refresh_token(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+impl std::fmt::Debug for RefreshToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RefreshToken([redacted])")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use secrecy::ExposeSecret;
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 22, 12, 0, 0).unwrap()
+    }
+
+    fn service(keys: &[signing_key::Model]) -> TokenService {
+        TokenService::new(
+            "warden".into(),
+            "warden".into(),
+            Duration::from_secs(900),
+            keys,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn an_issued_token_verifies_and_names_its_user_and_session() {
+        let key = generate_signing_key(now()).unwrap();
+        let tokens = service(std::slice::from_ref(&key));
+        let (user, session) = (Uuid::new_v4(), Uuid::new_v4());
+        let issued = tokens.issue(user, session, now()).unwrap();
+        let verified = tokens.verify(&issued.token, now()).unwrap();
+        assert_eq!(verified.user_id, user);
+        assert_eq!(verified.session_id, session);
+        assert_eq!(verified.expires_at, now() + TimeDelta::seconds(900));
+        let header = jsonwebtoken::decode_header(&issued.token).unwrap();
+        assert_eq!(header.alg, Algorithm::EdDSA);
+        assert_eq!(header.typ.as_deref(), Some("at+jwt"));
+        assert_eq!(header.kid.as_deref(), Some(key.kid.as_str()));
+    }
+
+    #[test]
+    fn expiry_allows_five_seconds_of_leeway_and_no_more() {
+        let tokens = service(&[generate_signing_key(now()).unwrap()]);
+        let issued = tokens.issue(Uuid::new_v4(), Uuid::new_v4(), now()).unwrap();
+        let at = |secs| now() + TimeDelta::seconds(secs);
+        assert!(tokens.verify(&issued.token, at(900 + 5)).is_ok());
+        assert!(matches!(
+            tokens.verify(&issued.token, at(900 + 6)),
+            Err(Error::TokenExpired)
+        ));
+    }
+
+    #[test]
+    fn a_token_from_the_future_is_invalid() {
+        let tokens = service(&[generate_signing_key(now()).unwrap()]);
+        let issued = tokens
+            .issue(
+                Uuid::new_v4(),
+                Uuid::new_v4(),
+                now() + TimeDelta::seconds(60),
+            )
+            .unwrap();
+        assert!(matches!(
+            tokens.verify(&issued.token, now()),
+            Err(Error::TokenInvalid)
+        ));
+    }
+
+    #[test]
+    fn a_token_signed_by_an_unknown_key_is_invalid() {
+        let ours = service(&[generate_signing_key(now()).unwrap()]);
+        let theirs = service(&[generate_signing_key(now()).unwrap()]);
+        let forged = theirs.issue(Uuid::new_v4(), Uuid::new_v4(), now()).unwrap();
+        assert!(matches!(
+            ours.verify(&forged.token, now()),
+            Err(Error::TokenInvalid)
+        ));
+    }
+
+    #[test]
+    fn wrong_issuer_or_audience_is_invalid() {
+        let key = generate_signing_key(now()).unwrap();
+        let other_iss = TokenService::new(
+            "other".into(),
+            "warden".into(),
+            Duration::from_secs(60),
+            std::slice::from_ref(&key),
+        )
+        .unwrap();
+        let other_aud = TokenService::new(
+            "warden".into(),
+            "other".into(),
+            Duration::from_secs(60),
+            std::slice::from_ref(&key),
+        )
+        .unwrap();
+        let ours = service(&[key]);
+        for foreign in [&other_iss, &other_aud] {
+            let t = foreign
+                .issue(Uuid::new_v4(), Uuid::new_v4(), now())
+                .unwrap();
+            assert!(matches!(
+                ours.verify(&t.token, now()),
+                Err(Error::TokenInvalid)
+            ));
+        }
+    }
+
+    #[test]
+    fn a_tampered_payload_is_invalid() {
+        let tokens = service(&[generate_signing_key(now()).unwrap()]);
+        let issued = tokens.issue(Uuid::new_v4(), Uuid::new_v4(), now()).unwrap();
+        let parts: Vec<&str> = issued.token.split('.').collect();
+        let mut claims: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+        claims["sub"] = serde_json::Value::String(Uuid::new_v4().to_string());
+        let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap());
+        let tampered = format!("{}.{}.{}", parts[0], payload, parts[2]);
+        assert!(matches!(
+            tokens.verify(&tampered, now()),
+            Err(Error::TokenInvalid)
+        ));
+    }
+
+    #[test]
+    fn garbage_empty_and_oversized_tokens_are_invalid() {
+        let tokens = service(&[generate_signing_key(now()).unwrap()]);
+        for bad in ["", "abc", "a.b.c", &"x".repeat(MAX_TOKEN_BYTES + 1)] {
+            assert!(
+                matches!(tokens.verify(bad, now()), Err(Error::TokenInvalid)),
+                "{bad:.20}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_jwks_publishes_every_key_as_an_ed25519_okp_key() {
+        let (a, b) = (
+            generate_signing_key(now()).unwrap(),
+            generate_signing_key(now()).unwrap(),
+        );
+        let tokens = service(&[a.clone(), b.clone()]);
+        let jwks: serde_json::Value = serde_json::from_str(&tokens.jwks_json()).unwrap();
+        let keys = jwks["keys"].as_array().unwrap();
+        assert_eq!(keys.len(), 2);
+        for (jwk, row) in keys.iter().zip([&a, &b]) {
+            assert_eq!(jwk["kty"], "OKP");
+            assert_eq!(jwk["crv"], "Ed25519");
+            assert_eq!(jwk["alg"], "EdDSA");
+            assert_eq!(jwk["use"], "sig");
+            assert_eq!(jwk["kid"], row.kid.as_str());
+            assert_eq!(
+                URL_SAFE_NO_PAD.decode(jwk["x"].as_str().unwrap()).unwrap(),
+                row.public_key
+            );
+        }
+    }
+
+    #[test]
+    fn refresh_tokens_are_random_and_stored_as_their_hash() {
+        let (a, b) = (
+            RefreshToken::generate().unwrap(),
+            RefreshToken::generate().unwrap(),
+        );
+        assert_ne!(a.token.expose_secret(), b.token.expose_secret());
+        assert_eq!(
+            URL_SAFE_NO_PAD
+                .decode(a.token.expose_secret())
+                .unwrap()
+                .len(),
+            32
+        );
+        assert_eq!(a.hash, hash_refresh_token(a.token.expose_secret()));
+        assert_eq!(format!("{a:?}"), "RefreshToken([redacted])");
+    }
+}

@@ -1,0 +1,4 @@
+pub mod refresh_token;
+pub mod session;
+pub mod signing_key;
+pub mod user;
