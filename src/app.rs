@@ -1,0 +1,287 @@
+//! Builds the service once (database, keys, hashing pool) and runs the gRPC
+//! server and the HTTP side port until told to stop.
+
+use std::{
+    future::Future,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use ipnet::IpNet;
+use sea_orm::DatabaseConnection;
+use tokio::{net::TcpListener, sync::watch};
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic_health::{ServingStatus, server::HealthReporter};
+
+use crate::{
+    config::{Config, TlsFiles},
+    domain::{
+        accounts::Accounts,
+        clock::Clock,
+        password::{Hasher, PasswordPolicy},
+        tokens::{self, TokenService},
+    },
+    grpc::{auth::AuthApi, bearer::BearerCheck},
+    http,
+    proto::{
+        FILE_DESCRIPTOR_SET,
+        v1::{auth_server::AuthServer, user_admin_server::UserAdminServer},
+    },
+    store,
+};
+
+/// The largest request warden decodes; a bigger one is refused from its
+/// length prefix, before any work.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// How often the database is pinged to keep health status current.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+
+/// What every handler shares, built once at start.
+pub struct AppState {
+    pub db: DatabaseConnection,
+    pub accounts: Accounts,
+    pub tokens: Arc<TokenService>,
+    pub clock: Arc<dyn Clock>,
+    pub trusted_proxies: Vec<IpNet>,
+    /// Whether the database answered the last health probe.
+    pub ready: AtomicBool,
+}
+
+pub struct Application {
+    state: Arc<AppState>,
+    grpc: TcpListener,
+    http: TcpListener,
+    tls: Option<ServerTlsConfig>,
+}
+
+/// Connects and applies pending migrations.
+pub async fn open_database(url: &str) -> anyhow::Result<DatabaseConnection> {
+    let db = store::connect(url)
+        .await
+        .context("cannot connect to the database")?;
+    store::migrate(&db)
+        .await
+        .context("cannot migrate the database")?;
+    Ok(db)
+}
+
+/// One hash at a time per core: more would only queue inside the OS.
+pub fn hashing_concurrency() -> usize {
+    std::thread::available_parallelism().map_or(2, usize::from)
+}
+
+impl Application {
+    pub async fn build(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        let db = open_database(&config.database_url).await?;
+        let keys = tokens::load_or_create_keys(&db, clock.now())
+            .await
+            .context("cannot load signing keys")?;
+        let tokens = Arc::new(TokenService::new(
+            config.issuer.clone(),
+            config.audience.clone(),
+            config.access_token_ttl,
+            &keys,
+        )?);
+        let hasher = Hasher::new(config.hashing, hashing_concurrency())?;
+        let policy = PasswordPolicy {
+            min_chars: config.password_min_length,
+        };
+        let accounts = Accounts::new(
+            db.clone(),
+            hasher,
+            policy,
+            tokens.clone(),
+            config.refresh_token_ttl,
+        )?;
+        let tls = match &config.tls {
+            Some(files) => Some(tls_config(files).await?),
+            None => None,
+        };
+        let grpc = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let http = TcpListener::bind(config.http_listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.http_listen))?;
+        let state = Arc::new(AppState {
+            db,
+            accounts,
+            tokens,
+            clock,
+            trusted_proxies: config.trusted_proxies,
+            ready: AtomicBool::new(false),
+        });
+        Ok(Self {
+            state,
+            grpc,
+            http,
+            tls,
+        })
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    pub fn state(&self) -> Arc<AppState> {
+        self.state.clone()
+    }
+
+    /// Serves until `shutdown` resolves; then reports NOT_SERVING, stops
+    /// accepting, and lets calls in flight finish.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Self {
+            state,
+            grpc,
+            http,
+            tls,
+        } = self;
+        let (reporter, health_service) = tonic_health::server::health_reporter();
+        set_health(&reporter, ServingStatus::NotServing).await;
+
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let watcher = tokio::spawn(watch_database(
+            state.clone(),
+            reporter.clone(),
+            stop_rx.clone(),
+        ));
+        tokio::spawn({
+            let state = state.clone();
+            async move {
+                shutdown.await;
+                tracing::info!("shutting down: draining calls in flight");
+                state.ready.store(false, Ordering::SeqCst);
+                set_health(&reporter, ServingStatus::NotServing).await;
+                let _ = stop_tx.send(true);
+            }
+        });
+
+        let reflection_v1 = reflection().build_v1()?;
+        let reflection_v1alpha = reflection().build_v1alpha()?;
+        let auth = AuthServer::new(AuthApi::new(state.clone()))
+            .max_decoding_message_size(MAX_REQUEST_BYTES);
+        let auth = tonic::service::interceptor::InterceptedService::new(
+            auth,
+            BearerCheck::optional(state.tokens.clone(), state.clock.clone()),
+        );
+
+        let mut builder = Server::builder();
+        if let Some(tls) = tls {
+            builder = builder.tls_config(tls).context("TLS configuration")?;
+        }
+        let grpc_server = builder
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(auth)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), stopped(stop_rx.clone()));
+        let http_server = axum::serve(http, http::router(state.clone()))
+            .with_graceful_shutdown(stopped(stop_rx.clone()));
+
+        let (grpc_result, http_result) = tokio::join!(grpc_server, http_server.into_future());
+        watcher.abort();
+        grpc_result.context("gRPC server")?;
+        http_result.context("HTTP side port")?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Reflection over warden's protos, health, and the `google.rpc` error
+/// details, so that `grpcurl describe` works and grpcurl can print the
+/// `ErrorInfo` and `BadRequest` of an error.
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+}
+
+/// Resolves once the stop signal has been sent.
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+/// The services whose status health reports: the server as a whole ("") and
+/// each warden service.
+fn health_names() -> [&'static str; 3] {
+    [
+        "",
+        <AuthServer<AuthApi> as tonic::server::NamedService>::NAME,
+        <UserAdminServer<()> as tonic::server::NamedService>::NAME,
+    ]
+}
+
+async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
+    for name in health_names() {
+        reporter.set_service_status(name, status).await;
+    }
+}
+
+/// SERVING while the database answers, NOT_SERVING while it does not.
+async fn watch_database(
+    state: Arc<AppState>,
+    reporter: HealthReporter,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut last = None;
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let up = tokio::time::timeout(HEALTH_INTERVAL, store::ping(&state.db))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        if last != Some(up) && !*stop.borrow() {
+            state.ready.store(up, Ordering::SeqCst);
+            let status = if up {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            set_health(&reporter, status).await;
+            if up {
+                tracing::info!("database answers: serving");
+            } else {
+                tracing::warn!("database does not answer: not serving");
+            }
+            last = Some(up);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(HEALTH_INTERVAL) => {}
+            _ = stop.changed() => {}
+        }
+    }
+}
+
+async fn tls_config(files: &TlsFiles) -> anyhow::Result<ServerTlsConfig> {
+    let read = |path: std::path::PathBuf| async move {
+        tokio::fs::read(&path)
+            .await
+            .with_context(|| format!("cannot read {}", path.display()))
+    };
+    let cert = read(files.cert.clone()).await?;
+    let key = read(files.key.clone()).await?;
+    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
+    if let Some(ca) = &files.client_ca {
+        tls = tls.client_ca_root(Certificate::from_pem(read(ca.clone()).await?));
+    }
+    Ok(tls)
+}

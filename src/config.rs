@@ -1,0 +1,442 @@
+//! Command line and environment (API.md, "Command line and configuration").
+//! Every setting is a flag and a `WARDEN_*` variable; a flag wins. A value
+//! out of range stops the process with exit code 2 and a message naming it.
+
+use std::{
+    net::{SocketAddr, ToSocketAddrs},
+    path::PathBuf,
+    time::Duration,
+};
+
+use clap::{Args, Parser, Subcommand, ValueEnum, value_parser};
+use ipnet::IpNet;
+
+use crate::domain::password::HashingCost;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
+pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:9090";
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://warden.db?mode=rwc";
+
+#[derive(Debug, Parser)]
+#[command(name = "warden", version, about = "gRPC authentication service")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Migrate the database, then serve gRPC and the HTTP side port until
+    /// SIGTERM or SIGINT.
+    Serve(Box<ServeArgs>),
+    /// Apply pending migrations and exit.
+    Migrate(MigrateArgs),
+    /// Create an approved admin. The password comes from --password-stdin or
+    /// WARDEN_ADMIN_PASSWORD, never from a flag.
+    CreateAdmin(CreateAdminArgs),
+    /// Write the binary FileDescriptorSet of the warden protos, imports
+    /// included, to stdout (for Envoy's gRPC-JSON transcoder).
+    DescriptorSet,
+    /// Exit 0 if the server at WARDEN_LISTEN reports SERVING, else 1.
+    Healthcheck(HealthcheckArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// `sqlite://…` or `postgres://…`.
+    #[arg(long, env = "WARDEN_DATABASE_URL", default_value = DEFAULT_DATABASE_URL, value_parser = parse_database_url)]
+    pub database_url: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LogArgs {
+    /// Log filter, e.g. `info` or `warden=debug,info`.
+    #[arg(long, env = "WARDEN_LOG", default_value = "info")]
+    pub log: String,
+    #[arg(long, env = "WARDEN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PasswordArgs {
+    /// argon2id memory cost in KiB.
+    #[arg(long, env = "WARDEN_ARGON2_MEMORY_KIB", default_value_t = 19_456,
+          value_parser = value_parser!(u32).range(8..=4_194_304))]
+    pub argon2_memory_kib: u32,
+    /// argon2id time cost (passes over memory).
+    #[arg(long, env = "WARDEN_ARGON2_ITERATIONS", default_value_t = 2,
+          value_parser = value_parser!(u32).range(1..=100))]
+    pub argon2_iterations: u32,
+    /// argon2id lanes.
+    #[arg(long, env = "WARDEN_ARGON2_PARALLELISM", default_value_t = 1,
+          value_parser = value_parser!(u32).range(1..=16))]
+    pub argon2_parallelism: u32,
+    /// Minimum password length in characters.
+    #[arg(long, env = "WARDEN_PASSWORD_MIN_LENGTH", default_value_t = 15,
+          value_parser = value_parser!(u32).range(8..=64))]
+    pub password_min_length: u32,
+}
+
+impl PasswordArgs {
+    fn cost(&self) -> Result<HashingCost, String> {
+        if self.argon2_memory_kib < 8 * self.argon2_parallelism {
+            return Err(format!(
+                "--argon2-memory-kib (WARDEN_ARGON2_MEMORY_KIB) must be at least 8 KiB per lane of \
+                 --argon2-parallelism (WARDEN_ARGON2_PARALLELISM): {} < 8 × {}",
+                self.argon2_memory_kib, self.argon2_parallelism
+            ));
+        }
+        Ok(HashingCost {
+            memory_kib: self.argon2_memory_kib,
+            iterations: self.argon2_iterations,
+            parallelism: self.argon2_parallelism,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TlsArgs {
+    /// PEM certificate chain; turns TLS on (with --tls-key).
+    #[arg(long, env = "WARDEN_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "WARDEN_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA bundle; clients must present a certificate it signed (mTLS).
+    #[arg(long, env = "WARDEN_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    pub fn files(&self) -> Result<Option<TlsFiles>, String> {
+        match (&self.tls_cert, &self.tls_key, &self.tls_client_ca) {
+            (None, None, None) => Ok(None),
+            (Some(cert), Some(key), client_ca) => Ok(Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: client_ca.clone(),
+            })),
+            (None, _, Some(_)) => {
+                Err("--tls-client-ca (WARDEN_TLS_CLIENT_CA) needs --tls-cert and --tls-key".into())
+            }
+            _ => Err(
+                "--tls-cert (WARDEN_TLS_CERT) and --tls-key (WARDEN_TLS_KEY) go together".into(),
+            ),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// gRPC address; port 0 picks a free port (the chosen one is logged).
+    #[arg(long, env = "WARDEN_LISTEN", default_value = DEFAULT_LISTEN, value_parser = parse_listen)]
+    pub listen: SocketAddr,
+    /// Plain-HTTP side port: /healthz, /readyz, /.well-known/jwks.json.
+    #[arg(long, env = "WARDEN_HTTP_LISTEN", default_value = DEFAULT_HTTP_LISTEN, value_parser = parse_listen)]
+    pub http_listen: SocketAddr,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// JWT `iss`.
+    #[arg(long, env = "WARDEN_ISSUER", default_value = "warden", value_parser = non_empty)]
+    pub issuer: String,
+    /// JWT `aud`.
+    #[arg(long, env = "WARDEN_AUDIENCE", default_value = "warden", value_parser = non_empty)]
+    pub audience: String,
+    /// Access token lifetime (humantime: `2s`, `15m`, `8h`); 1s to 24h.
+    #[arg(long, env = "WARDEN_ACCESS_TOKEN_TTL", default_value = "15m", value_parser = parse_access_ttl)]
+    pub access_token_ttl: Duration,
+    /// Refresh token (and session) lifetime of inactivity; 1m to 400d.
+    #[arg(long, env = "WARDEN_REFRESH_TOKEN_TTL", default_value = "30d", value_parser = parse_refresh_ttl)]
+    pub refresh_token_ttl: Duration,
+    #[command(flatten)]
+    pub password: PasswordArgs,
+    /// Consecutive failed logins per account before a lockout.
+    #[arg(long, env = "WARDEN_LOGIN_FAILURE_LIMIT", default_value_t = 5,
+          value_parser = value_parser!(u32).range(1..=1000))]
+    pub login_failure_limit: u32,
+    /// How long a lockout lasts; 1s to 24h.
+    #[arg(long, env = "WARDEN_LOGIN_LOCKOUT", default_value = "15m", value_parser = parse_lockout)]
+    pub login_lockout: Duration,
+    #[command(flatten)]
+    pub log: LogArgs,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    /// Comma-separated CIDRs whose `x-forwarded-for` is believed.
+    #[arg(long, env = "WARDEN_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_cidr)]
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+impl ServeArgs {
+    /// The checks that involve more than one setting.
+    pub fn into_config(self) -> Result<Config, String> {
+        if self.refresh_token_ttl < self.access_token_ttl {
+            return Err(
+                "--refresh-token-ttl (WARDEN_REFRESH_TOKEN_TTL) must not be shorter than \
+                 --access-token-ttl (WARDEN_ACCESS_TOKEN_TTL)"
+                    .into(),
+            );
+        }
+        Ok(Config {
+            listen: self.listen,
+            http_listen: self.http_listen,
+            database_url: self.database.database_url,
+            issuer: self.issuer,
+            audience: self.audience,
+            access_token_ttl: self.access_token_ttl,
+            refresh_token_ttl: self.refresh_token_ttl,
+            hashing: self.password.cost()?,
+            password_min_length: self.password.password_min_length as usize,
+            login_failure_limit: self.login_failure_limit,
+            login_lockout: self.login_lockout,
+            tls: self.tls.files()?,
+            trusted_proxies: self.trusted_proxies,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct MigrateArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CreateAdminArgs {
+    #[arg(long)]
+    pub email: String,
+    /// Display name.
+    #[arg(long, default_value = "")]
+    pub name: String,
+    /// Read the password from standard input (one line).
+    #[arg(long)]
+    pub password_stdin: bool,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub password: PasswordArgs,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+impl CreateAdminArgs {
+    pub fn hashing(&self) -> Result<HashingCost, String> {
+        self.password.cost()
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct HealthcheckArgs {
+    #[arg(long, env = "WARDEN_LISTEN", default_value = DEFAULT_LISTEN, value_parser = parse_listen)]
+    pub listen: SocketAddr,
+    #[arg(long, env = "WARDEN_HTTP_LISTEN", default_value = DEFAULT_HTTP_LISTEN, value_parser = parse_listen)]
+    pub http_listen: SocketAddr,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    /// Give up after this long.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+}
+
+/// What the server runs with. Tests build one directly.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub http_listen: SocketAddr,
+    pub database_url: String,
+    pub issuer: String,
+    pub audience: String,
+    pub access_token_ttl: Duration,
+    pub refresh_token_ttl: Duration,
+    pub hashing: HashingCost,
+    pub password_min_length: usize,
+    pub login_failure_limit: u32,
+    pub login_lockout: Duration,
+    pub tls: Option<TlsFiles>,
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+impl Default for Config {
+    /// The same values as the command line's defaults.
+    fn default() -> Self {
+        let args = ServeArgs::parse_defaults();
+        match args.into_config() {
+            Ok(config) => config,
+            // The defaults are constants that satisfy every check.
+            Err(e) => unreachable!("default settings are valid: {e}"),
+        }
+    }
+}
+
+impl ServeArgs {
+    /// The defaults, read without consulting the environment.
+    fn parse_defaults() -> Self {
+        #[derive(Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            args: ServeArgs,
+        }
+        let mut command = <Wrapper as clap::CommandFactory>::command();
+        // Drop every `env` so the process environment cannot leak in.
+        let args: Vec<clap::Id> = command
+            .get_arguments()
+            .map(|a| a.get_id().clone())
+            .collect();
+        for id in args {
+            command = command.mut_arg(id, |a| a.env(None::<&str>));
+        }
+        let matches = command.get_matches_from(["warden"]);
+        match <Wrapper as clap::FromArgMatches>::from_arg_matches(&matches) {
+            Ok(w) => w.args,
+            Err(e) => unreachable!("default settings parse: {e}"),
+        }
+    }
+}
+
+fn non_empty(s: &str) -> Result<String, String> {
+    let t = s.trim();
+    if t.is_empty() {
+        Err("must not be empty".into())
+    } else {
+        Ok(t.to_owned())
+    }
+}
+
+fn parse_database_url(s: &str) -> Result<String, String> {
+    if s.starts_with("sqlite:") || s.starts_with("postgres://") || s.starts_with("postgresql://") {
+        Ok(s.to_owned())
+    } else {
+        Err("must start with sqlite:, postgres:// or postgresql://".into())
+    }
+}
+
+/// `host:port`, `ip:port`, or `:port` for every interface.
+pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = s.parse() {
+        return Ok(addr);
+    }
+    let spec = match s.strip_prefix(':') {
+        Some(port) => format!("0.0.0.0:{port}"),
+        None => s.to_owned(),
+    };
+    spec.to_socket_addrs()
+        .map_err(|e| format!("not an address: {e}"))?
+        .next()
+        .ok_or_else(|| "resolves to no address".to_owned())
+}
+
+fn parse_cidr(s: &str) -> Result<IpNet, String> {
+    let s = s.trim();
+    s.parse::<IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("`{s}` is not a CIDR such as 10.0.0.0/8"))
+}
+
+fn duration_within(s: &str, min: Duration, max: Duration) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d < min || d > max {
+        return Err(format!(
+            "must be between {} and {}",
+            humantime::format_duration(min),
+            humantime::format_duration(max)
+        ));
+    }
+    Ok(d)
+}
+
+const SECOND: Duration = Duration::from_secs(1);
+const DAY: Duration = Duration::from_secs(86_400);
+
+fn parse_access_ttl(s: &str) -> Result<Duration, String> {
+    duration_within(s, SECOND, DAY)
+}
+
+fn parse_refresh_ttl(s: &str) -> Result<Duration, String> {
+    duration_within(s, Duration::from_secs(60), DAY * 400)
+}
+
+fn parse_lockout(s: &str) -> Result<Duration, String> {
+    duration_within(s, SECOND, DAY)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_are_those_of_the_contract() {
+        let c = Config::default();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:50051");
+        assert_eq!(c.http_listen.to_string(), "127.0.0.1:9090");
+        assert_eq!(c.database_url, "sqlite://warden.db?mode=rwc");
+        assert_eq!(
+            (c.issuer.as_str(), c.audience.as_str()),
+            ("warden", "warden")
+        );
+        assert_eq!(c.access_token_ttl, Duration::from_secs(15 * 60));
+        assert_eq!(c.refresh_token_ttl, Duration::from_secs(30 * 86_400));
+        assert_eq!(c.hashing, HashingCost::default());
+        assert_eq!(c.password_min_length, 15);
+        assert_eq!(c.login_failure_limit, 5);
+        assert_eq!(c.login_lockout, Duration::from_secs(15 * 60));
+        assert!(c.tls.is_none() && c.trusted_proxies.is_empty());
+    }
+
+    fn serve(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(["warden", "serve"].iter().chain(args))
+    }
+
+    #[test]
+    fn an_out_of_range_setting_is_a_usage_error_naming_it() {
+        let err = serve(&["--password-min-length", "4"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("password-min-length"), "{err}");
+        let err = serve(&["--access-token-ttl", "0s"]).unwrap_err();
+        assert!(err.to_string().contains("access-token-ttl"), "{err}");
+    }
+
+    #[test]
+    fn listen_accepts_a_bare_port_and_port_zero() {
+        assert_eq!(parse_listen(":0").unwrap().to_string(), "0.0.0.0:0");
+        assert_eq!(parse_listen("127.0.0.1:0").unwrap().port(), 0);
+        assert!(parse_listen("nonsense").is_err());
+    }
+
+    #[test]
+    fn trusted_proxies_are_a_comma_separated_list() {
+        let Command::Serve(args) = serve(&["--trusted-proxies", "10.0.0.0/8, 192.168.1.1"])
+            .unwrap()
+            .command
+        else {
+            panic!("not serve");
+        };
+        let nets: Vec<String> = args
+            .trusted_proxies
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(nets, ["10.0.0.0/8", "192.168.1.1/32"]);
+    }
+
+    #[test]
+    fn tls_needs_both_certificate_and_key() {
+        let Command::Serve(args) = serve(&["--tls-cert", "c.pem"]).unwrap().command else {
+            panic!("not serve");
+        };
+        assert!(args.into_config().unwrap_err().contains("--tls-key"));
+    }
+}

@@ -1,0 +1,54 @@
+//! Domain values to protobuf messages.
+
+use chrono::{DateTime, Utc};
+use prost_types::Timestamp;
+
+use crate::{
+    domain::{User, UserStatus, accounts::TokenPair},
+    proto::v1 as pb,
+};
+use secrecy::ExposeSecret;
+
+pub fn timestamp(t: DateTime<Utc>) -> Timestamp {
+    Timestamp {
+        seconds: t.timestamp(),
+        // Always below 10^9, so it fits.
+        nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}
+
+pub fn status(s: UserStatus) -> pb::UserStatus {
+    match s {
+        UserStatus::Pending => pb::UserStatus::Pending,
+        UserStatus::Approved => pb::UserStatus::Approved,
+        UserStatus::Disabled => pb::UserStatus::Disabled,
+    }
+}
+
+impl From<User> for pb::User {
+    fn from(u: User) -> Self {
+        Self {
+            id: u.id.to_string(),
+            email: u.email,
+            display_name: u.display_name,
+            is_admin: u.is_admin,
+            status: status(u.status).into(),
+            created_at: Some(timestamp(u.created_at)),
+            updated_at: Some(timestamp(u.updated_at)),
+            approved_at: u.approved_at.map(timestamp),
+            approved_by: u.approved_by.map(|id| id.to_string()).unwrap_or_default(),
+        }
+    }
+}
+
+impl From<TokenPair> for pb::TokenPair {
+    fn from(t: TokenPair) -> Self {
+        Self {
+            access_token: t.access_token.expose_secret().to_owned(),
+            refresh_token: t.refresh_token.expose_secret().to_owned(),
+            token_type: "Bearer".to_owned(),
+            expires_in: i64::try_from(t.expires_in.as_secs()).unwrap_or(i64::MAX),
+            refresh_expires_at: Some(timestamp(t.refresh_expires_at)),
+        }
+    }
+}
