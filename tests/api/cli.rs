@@ -1,0 +1,315 @@
+//! The `warden` binary itself.
+
+use std::{process::Stdio, time::Duration};
+
+use prost::Message as _;
+use sea_orm::{ConnectionTrait, Database};
+use tokio::{
+    io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader},
+    process::Command,
+};
+use warden::proto::v1::UserStatus;
+
+use crate::helpers::{PASSWORD, TestDatabase, spawn_app, spawn_app_on};
+
+/// The binary, with no `WARDEN_*` setting inherited from the test's
+/// environment.
+fn warden() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_warden"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("WARDEN_") {
+            command.env_remove(key);
+        }
+    }
+    command.kill_on_drop(true);
+    command
+}
+
+struct Finished {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+async fn run(mut command: Command, stdin: Option<&str>) -> Finished {
+    command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().expect("the warden binary runs");
+    let mut input = child.stdin.take().expect("stdin");
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).await.expect("write stdin");
+    }
+    drop(input);
+    let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("the command finishes")
+        .expect("output");
+    Finished {
+        code: output.status.code().expect("exit code"),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+fn create_admin(db: &TestDatabase, email: &str) -> Command {
+    let mut command = warden();
+    command
+        .args([
+            "create-admin",
+            "--email",
+            email,
+            "--name",
+            "Root",
+            "--password-stdin",
+        ])
+        .env("WARDEN_DATABASE_URL", db.url());
+    command
+}
+
+#[tokio::test]
+async fn create_admin_then_login() {
+    let db = TestDatabase::create().await;
+    let done = run(
+        create_admin(&db, "Root@Example.com"),
+        Some(&format!("{PASSWORD}\n")),
+    )
+    .await;
+    assert_eq!(done.code, 0, "{}", done.stderr);
+    assert!(
+        done.stdout.contains("created admin root@example.com"),
+        "{}",
+        done.stdout
+    );
+    assert!(!done.stdout.contains(PASSWORD) && !done.stderr.contains(PASSWORD));
+
+    let app = spawn_app_on(db.share(), |_| {}).await;
+    let login = app
+        .login("root@example.com", PASSWORD)
+        .await
+        .expect("the admin logs in");
+    let user = login.user.unwrap();
+    assert!(user.is_admin);
+    assert_eq!(user.status(), UserStatus::Approved);
+    assert_eq!(user.display_name, "Root");
+    // An admin exists, so a registration is no longer the first.
+    let next = app.register("next@example.com", PASSWORD).await.unwrap();
+    assert_eq!(next.status(), UserStatus::Pending);
+}
+
+#[tokio::test]
+async fn create_admin_takes_the_password_from_the_environment() {
+    let db = TestDatabase::create().await;
+    let mut command = warden();
+    command
+        .args(["create-admin", "--email", "env@example.com"])
+        .env("WARDEN_DATABASE_URL", db.url())
+        .env("WARDEN_ADMIN_PASSWORD", PASSWORD);
+    let done = run(command, None).await;
+    assert_eq!(done.code, 0, "{}", done.stderr);
+    let app = spawn_app_on(db.share(), |_| {}).await;
+    assert!(app.login("env@example.com", PASSWORD).await.is_ok());
+}
+
+#[tokio::test]
+async fn create_admin_refuses_an_existing_email_with_exit_code_1() {
+    let db = TestDatabase::create().await;
+    assert_eq!(
+        run(create_admin(&db, "root@example.com"), Some(PASSWORD))
+            .await
+            .code,
+        0
+    );
+    let again = run(create_admin(&db, "ROOT@example.com"), Some(PASSWORD)).await;
+    assert_eq!(again.code, 1);
+    assert!(again.stderr.contains("already exists"), "{}", again.stderr);
+}
+
+#[tokio::test]
+async fn create_admin_refuses_a_password_that_breaks_the_rules() {
+    let db = TestDatabase::create().await;
+    let done = run(create_admin(&db, "root@example.com"), Some("tooshort\n")).await;
+    assert_eq!(done.code, 1);
+    assert!(done.stderr.contains("password"), "{}", done.stderr);
+    assert!(
+        !done.stderr.contains("tooshort"),
+        "the password is not echoed"
+    );
+}
+
+#[tokio::test]
+async fn create_admin_without_a_password_is_a_usage_error() {
+    let db = TestDatabase::create().await;
+    let mut command = warden();
+    command
+        .args(["create-admin", "--email", "root@example.com"])
+        .env("WARDEN_DATABASE_URL", db.url());
+    let done = run(command, None).await;
+    assert_eq!(done.code, 2);
+    assert!(
+        done.stderr.contains("WARDEN_ADMIN_PASSWORD"),
+        "{}",
+        done.stderr
+    );
+}
+
+#[tokio::test]
+async fn descriptor_set_writes_every_proto_with_its_imports() {
+    let output = warden().arg("descriptor-set").output().await.unwrap();
+    assert!(output.status.success());
+    let set = prost_types::FileDescriptorSet::decode(output.stdout.as_slice())
+        .expect("a FileDescriptorSet");
+    let names: Vec<_> = set.file.iter().map(|f| f.name()).collect();
+    for expected in [
+        "warden/v1/auth.proto",
+        "warden/v1/user_admin.proto",
+        "warden/v1/common.proto",
+        "google/api/annotations.proto",
+        "google/api/http.proto",
+        "google/protobuf/timestamp.proto",
+        "google/protobuf/descriptor.proto",
+    ] {
+        assert!(names.contains(&expected), "{expected} in {names:?}");
+    }
+    let auth = set
+        .file
+        .iter()
+        .find(|f| f.name() == "warden/v1/auth.proto")
+        .unwrap();
+    let methods: Vec<_> = auth.service[0].method.iter().map(|m| m.name()).collect();
+    assert_eq!(
+        methods,
+        [
+            "Register",
+            "Login",
+            "Refresh",
+            "Logout",
+            "GetMe",
+            "UpdateMe",
+            "ChangePassword",
+            "ListSessions",
+            "RevokeSession",
+            "ValidateToken",
+            "GetJwks"
+        ]
+    );
+    assert!(
+        auth.service[0].method.iter().all(|m| m.options.is_some()),
+        "every RPC carries its google.api.http annotation"
+    );
+}
+
+#[tokio::test]
+async fn an_out_of_range_setting_stops_the_process_with_exit_code_2() {
+    let mut command = warden();
+    command.arg("serve").env("WARDEN_PASSWORD_MIN_LENGTH", "4");
+    let done = run(command, None).await;
+    assert_eq!(done.code, 2);
+    assert!(
+        done.stderr.contains("password-min-length"),
+        "{}",
+        done.stderr
+    );
+}
+
+#[tokio::test]
+async fn a_flag_beats_its_environment_variable() {
+    // The variable alone would be out of range; the flag wins and the
+    // process gets as far as failing on the (deliberately bad) database.
+    let mut command = warden();
+    command
+        .args(["serve", "--password-min-length", "12"])
+        .env("WARDEN_PASSWORD_MIN_LENGTH", "4")
+        .env("WARDEN_DATABASE_URL", "postgres://127.0.0.1:1/none");
+    let done = run(command, None).await;
+    assert_eq!(done.code, 1, "{}", done.stderr);
+    assert!(done.stderr.contains("database"), "{}", done.stderr);
+}
+
+#[tokio::test]
+async fn migrate_applies_the_schema() {
+    let db = TestDatabase::create().await;
+    let mut command = warden();
+    command.arg("migrate").env("WARDEN_DATABASE_URL", db.url());
+    let done = run(command, None).await;
+    assert_eq!(done.code, 0, "{}", done.stderr);
+    let conn = Database::connect(db.url()).await.unwrap();
+    for table in ["users", "sessions", "refresh_tokens", "signing_keys"] {
+        conn.execute_unprepared(&format!("SELECT count(*) FROM {table}"))
+            .await
+            .unwrap_or_else(|e| panic!("table {table}: {e}"));
+    }
+    conn.close().await.ok();
+}
+
+#[tokio::test]
+async fn healthcheck_exits_0_for_a_serving_server_and_1_otherwise() {
+    let app = spawn_app().await;
+    let mut command = warden();
+    command.args(["healthcheck", "--listen", &app.addr.to_string()]);
+    assert_eq!(run(command, None).await.code, 0);
+
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let mut command = warden();
+    command.args(["healthcheck", "--listen", &closed.to_string()]);
+    let done = run(command, None).await;
+    assert_eq!(done.code, 1);
+    assert!(done.stderr.contains("unhealthy"), "{}", done.stderr);
+}
+
+#[tokio::test]
+async fn serve_logs_the_chosen_address_and_exits_0_on_sigterm() {
+    let db = TestDatabase::create().await;
+    let mut command = warden();
+    command
+        .arg("serve")
+        .env("WARDEN_LISTEN", "127.0.0.1:0")
+        .env("WARDEN_HTTP_LISTEN", "127.0.0.1:0")
+        .env("WARDEN_DATABASE_URL", db.url())
+        .env("WARDEN_LOG_FORMAT", "json")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = command.spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let event: serde_json::Value = serde_json::from_str(&line).expect("JSON log lines");
+            if let Some(grpc) = event.get("grpc").and_then(|v| v.as_str()) {
+                return grpc.parse::<std::net::SocketAddr>().unwrap();
+            }
+        }
+        panic!("no `listening` line");
+    })
+    .await
+    .expect("the server starts");
+    assert_ne!(addr.port(), 0, "the chosen port is logged");
+
+    let mut serving = false;
+    for _ in 0..100 {
+        let mut check = warden();
+        check.args(["healthcheck", "--listen", &addr.to_string()]);
+        if run(check, None).await.code == 0 {
+            serving = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(serving, "the server reports SERVING");
+
+    let pid = child.id().unwrap().to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(killed.success());
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("the server stops")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}

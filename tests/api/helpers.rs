@@ -1,0 +1,369 @@
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use chrono::Utc;
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    sync::oneshot,
+};
+use tonic::{Code, Request, Status, transport::Channel};
+use tonic_types::StatusExt as _;
+use warden::{
+    app::{AppState, Application},
+    config::Config,
+    domain::{clock::ManualClock, password::HashingCost},
+    proto::v1::{self as pb, auth_client::AuthClient},
+};
+
+/// A fresh database, removed again when dropped.
+pub enum TestDatabase {
+    Sqlite {
+        url: String,
+        _dir: tempfile::TempDir,
+    },
+    Postgres {
+        url: String,
+        admin_url: String,
+        name: String,
+    },
+    /// Another test app's database, left alone when dropped.
+    Shared(String),
+}
+
+impl TestDatabase {
+    pub async fn create() -> Self {
+        match std::env::var("WARDEN_TEST_DATABASE_URL") {
+            Ok(admin_url) if !admin_url.is_empty() => Self::postgres(admin_url).await,
+            _ => {
+                let dir = tempfile::tempdir().expect("temporary directory");
+                let url = format!(
+                    "sqlite://{}?mode=rwc",
+                    dir.path().join("warden.db").display()
+                );
+                Self::Sqlite { url, _dir: dir }
+            }
+        }
+    }
+
+    async fn postgres(admin_url: String) -> Self {
+        let name = format!("warden_test_{}", uuid::Uuid::new_v4().simple());
+        let admin = Database::connect(&admin_url).await.unwrap_or_else(|e| {
+            panic!("WARDEN_TEST_DATABASE_URL is set but PostgreSQL cannot be reached: {e}")
+        });
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+            .await
+            .expect("create test database");
+        admin.close().await.ok();
+        let url = with_database(&admin_url, &name);
+        Self::Postgres {
+            url,
+            admin_url,
+            name,
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        match self {
+            Self::Sqlite { url, .. } | Self::Postgres { url, .. } | Self::Shared(url) => url,
+        }
+    }
+
+    /// The same database, for a second server (a restart, a replica).
+    pub fn share(&self) -> Self {
+        Self::Shared(self.url().to_owned())
+    }
+}
+
+/// `admin_url` with its database name replaced by `name`.
+fn with_database(admin_url: &str, name: &str) -> String {
+    let (base, query) = match admin_url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (admin_url, None),
+    };
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let root = match base[authority_start..].find('/') {
+        Some(slash) => &base[..authority_start + slash],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{root}/{name}?{q}"),
+        None => format!("{root}/{name}"),
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if let Self::Postgres {
+            admin_url, name, ..
+        } = self
+        {
+            let (admin_url, name) = (admin_url.clone(), name.clone());
+            // Drop runs inside the test's runtime, which cannot be blocked
+            // on; a thread with its own runtime can.
+            let cleanup = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                runtime.block_on(async {
+                    if let Ok(admin) = Database::connect(&admin_url).await {
+                        let _ = admin
+                            .execute_unprepared(&format!(
+                                "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                            ))
+                            .await;
+                        let _ = admin.close().await;
+                    }
+                });
+            });
+            let _ = cleanup.join();
+        }
+    }
+}
+
+/// Cheap argon2 for tests: the cost does not change any behaviour tested.
+pub fn cheap_hashing() -> HashingCost {
+    HashingCost {
+        memory_kib: 64,
+        iterations: 1,
+        parallelism: 1,
+    }
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub clock: Arc<ManualClock>,
+    pub state: Arc<AppState>,
+    pub auth: AuthClient<Channel>,
+    stop: Option<oneshot::Sender<()>>,
+    // Declared last: dropped after the server was told to stop.
+    pub database: TestDatabase,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
+    let database = TestDatabase::create().await;
+    spawn_app_on(database, configure).await
+}
+
+pub async fn spawn_app_on(database: TestDatabase, configure: impl FnOnce(&mut Config)) -> TestApp {
+    let mut config = Config {
+        listen: "127.0.0.1:0".parse().expect("address"),
+        http_listen: "127.0.0.1:0".parse().expect("address"),
+        database_url: database.url().to_owned(),
+        hashing: cheap_hashing(),
+        ..Config::default()
+    };
+    configure(&mut config);
+    let clock = Arc::new(ManualClock::new(Utc::now()));
+    let app = Application::build(config, clock.clone())
+        .await
+        .expect("application builds");
+    let (addr, http_addr, state) = (app.grpc_addr(), app.http_addr(), app.state());
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(app.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    let auth = AuthClient::new(channel(addr).await);
+    let app = TestApp {
+        addr,
+        http_addr,
+        clock,
+        state,
+        auth,
+        stop: Some(stop),
+        database,
+    };
+    app.wait_until_serving().await;
+    app
+}
+
+pub async fn channel(addr: SocketAddr) -> Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect to the test server")
+}
+
+impl TestApp {
+    pub fn now(&self) -> chrono::DateTime<Utc> {
+        use warden::domain::clock::Clock as _;
+        self.clock.now()
+    }
+
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.state.db
+    }
+
+    /// Health turns SERVING once the first database probe answered.
+    async fn wait_until_serving(&self) {
+        use tonic_health::pb::{
+            HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+        };
+        let mut health = HealthClient::new(channel(self.addr).await);
+        for _ in 0..500 {
+            let status = health
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+                .map(|r| r.into_inner().status());
+            if matches!(status, Ok(ServingStatus::Serving)) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the test server never reported SERVING");
+    }
+
+    pub async fn register(&self, email: &str, password: &str) -> Result<pb::User, Status> {
+        self.auth
+            .clone()
+            .register(pb::RegisterRequest {
+                email: email.into(),
+                password: password.into(),
+                display_name: String::new(),
+            })
+            .await
+            .map(|r| r.into_inner().user.expect("user"))
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> Result<pb::LoginResponse, Status> {
+        self.auth
+            .clone()
+            .login(pb::LoginRequest {
+                email: email.into(),
+                password: password.into(),
+                device: None,
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// Registers the first account (an approved admin) and logs it in.
+    pub async fn admin_session(&self) -> (pb::User, String) {
+        let user = self
+            .register(ADMIN_EMAIL, PASSWORD)
+            .await
+            .expect("register admin");
+        let login = self
+            .login(ADMIN_EMAIL, PASSWORD)
+            .await
+            .expect("admin login");
+        (user, login.tokens.expect("tokens").access_token)
+    }
+
+    pub async fn get_me(&self, authorization: Option<&str>) -> Result<pb::User, Status> {
+        let mut request = Request::new(pb::GetMeRequest {});
+        if let Some(value) = authorization {
+            request
+                .metadata_mut()
+                .insert("authorization", value.parse().expect("metadata value"));
+        }
+        self.auth
+            .clone()
+            .get_me(request)
+            .await
+            .map(|r| r.into_inner().user.expect("user"))
+    }
+
+    pub async fn validate(&self, token: &str) -> pb::ValidateTokenResponse {
+        self.auth
+            .clone()
+            .validate_token(pb::ValidateTokenRequest {
+                access_token: token.into(),
+            })
+            .await
+            .expect("ValidateToken never fails for a bad token")
+            .into_inner()
+    }
+
+    /// A plain HTTP/1.0 GET on the side port: (status, body).
+    pub async fn http_get(&self, path: &str) -> (u16, String) {
+        let mut stream = tokio::net::TcpStream::connect(self.http_addr)
+            .await
+            .expect("side port");
+        let request = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.expect("write");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.expect("read");
+        let (head, body) = response.split_once("\r\n\r\n").expect("HTTP response");
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .expect("status")
+            .parse()
+            .expect("status code");
+        (status, body.to_owned())
+    }
+}
+
+pub const ADMIN_EMAIL: &str = "admin@example.com";
+/// Long enough for the default policy, and not on the block-list.
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// Asserts the code and the `ErrorInfo` reason (domain `warden.v1`) of an error.
+#[track_caller]
+pub fn assert_error<T: std::fmt::Debug>(
+    result: Result<T, Status>,
+    code: Code,
+    reason: &str,
+) -> Status {
+    let status = result.expect_err("expected an error");
+    assert_eq!(status.code(), code, "code of {status:?}");
+    let info = status
+        .get_details_error_info()
+        .unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"));
+    assert_eq!(info.reason, reason, "reason of {status:?}");
+    assert_eq!(info.domain, "warden.v1");
+    status
+}
+
+/// Asserts an INVALID_ARGUMENT-coded error whose BadRequest names `field`.
+#[track_caller]
+pub fn assert_bad_field<T: std::fmt::Debug>(
+    result: Result<T, Status>,
+    reason: &str,
+    field: &str,
+) -> Status {
+    let status = assert_error(result, Code::InvalidArgument, reason);
+    let bad = status
+        .get_details_bad_request()
+        .unwrap_or_else(|| panic!("no BadRequest in {status:?}"));
+    assert!(
+        bad.field_violations.iter().any(|v| v.field == field),
+        "no violation of `{field}` in {:?}",
+        bad.field_violations
+    );
+    status
+}
+
+#[test]
+fn database_names_are_swapped_in_urls() {
+    assert_eq!(
+        with_database("postgres://postgres@127.0.0.1:5432/postgres", "t1"),
+        "postgres://postgres@127.0.0.1:5432/t1"
+    );
+    assert_eq!(
+        with_database("postgres://postgres@127.0.0.1:5432", "t1"),
+        "postgres://postgres@127.0.0.1:5432/t1"
+    );
+    assert_eq!(
+        with_database("postgres://u:p@h/db?sslmode=disable", "t1"),
+        "postgres://u:p@h/t1?sslmode=disable"
+    );
+}

@@ -1,0 +1,11 @@
+//! Integration tests: the real server on port 0, called with the generated
+//! tonic client. Every test gets a fresh database: a temporary SQLite file,
+//! or, when `WARDEN_TEST_DATABASE_URL` is set, a new PostgreSQL database.
+
+mod helpers;
+
+mod cli;
+mod health;
+mod login;
+mod register;
+mod tokens;
