@@ -41,6 +41,8 @@ use crate::{
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 /// How often the database is pinged to keep health status current.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+/// How often ended sessions are pruned.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// What every handler shares, built once at start.
 pub struct AppState {
@@ -162,6 +164,7 @@ impl Application {
             reporter.clone(),
             stop_rx.clone(),
         ));
+        let pruner = tokio::spawn(prune_periodically(state.clone(), stop_rx.clone()));
         tokio::spawn({
             let state = state.clone();
             async move {
@@ -197,6 +200,7 @@ impl Application {
 
         let (grpc_result, http_result) = tokio::join!(grpc_server, http_server.into_future());
         watcher.abort();
+        pruner.abort();
         grpc_result.context("gRPC server")?;
         http_result.context("HTTP side port")?;
         tracing::info!("stopped");
@@ -267,6 +271,22 @@ async fn watch_database(
         tokio::select! {
             _ = tokio::time::sleep(HEALTH_INTERVAL) => {}
             _ = stop.changed() => {}
+        }
+    }
+}
+
+/// Deletes ended sessions now and then, so the tables do not grow without
+/// bound. Every replica may do it; the deletes are idempotent.
+async fn prune_periodically(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
+    loop {
+        match state.accounts.prune(state.clock.now()).await {
+            Ok((0, 0)) => {}
+            Ok((sessions, tokens)) => tracing::info!(sessions, tokens, "pruned ended sessions"),
+            Err(e) => tracing::warn!(error = %e, "pruning failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(PRUNE_INTERVAL) => {}
+            _ = stop.changed() => return,
         }
     }
 }

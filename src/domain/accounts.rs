@@ -60,12 +60,14 @@ pub struct Principal {
     pub token: VerifiedToken,
 }
 
+/// Accounts, sessions and tokens: the operations of the `Auth` service.
+/// Sessions and profile changes live in `sessions.rs` and `profile.rs`.
 pub struct Accounts {
-    db: DatabaseConnection,
-    hasher: Hasher,
-    policy: PasswordPolicy,
-    tokens: Arc<TokenService>,
-    refresh_ttl: TimeDelta,
+    pub(super) db: DatabaseConnection,
+    pub(super) hasher: Hasher,
+    pub(super) policy: PasswordPolicy,
+    pub(super) tokens: Arc<TokenService>,
+    pub(super) refresh_ttl: TimeDelta,
 }
 
 impl Accounts {
@@ -186,17 +188,31 @@ impl Accounts {
             rotated_at: None,
         };
         sessions::insert_with_refresh_token(&self.db, session_row, token_row).await?;
-        let access = self.tokens.issue(account.id, session_id, now)?;
+        let tokens = self.token_pair(account.id, session_id, refresh.token, expires_at, now)?;
         tracing::info!(user_id = %account.id, %session_id, "login");
         Ok(LoginOutcome {
-            tokens: TokenPair {
-                access_token: SecretString::from(access.token),
-                refresh_token: refresh.token,
-                expires_in: self.tokens.access_token_ttl(),
-                refresh_expires_at: expires_at,
-            },
+            tokens,
             user: account.into(),
             session_id,
+        })
+    }
+
+    /// A fresh access token for the session, with the refresh token that
+    /// goes with it.
+    pub(super) fn token_pair(
+        &self,
+        user_id: Uuid,
+        session_id: Uuid,
+        refresh_token: SecretString,
+        refresh_expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<TokenPair> {
+        let access = self.tokens.issue(user_id, session_id, now)?;
+        Ok(TokenPair {
+            access_token: SecretString::from(access.token),
+            refresh_token,
+            expires_in: self.tokens.access_token_ttl(),
+            refresh_expires_at,
         })
     }
 
@@ -263,7 +279,7 @@ pub async fn create_admin(
     Ok(row.into())
 }
 
-fn parse_profile(email: &str, display_name: &str) -> Result<(Email, DisplayName)> {
+pub(super) fn parse_profile(email: &str, display_name: &str) -> Result<(Email, DisplayName)> {
     match (
         Email::parse("email", email),
         DisplayName::parse("display_name", display_name),
@@ -302,7 +318,7 @@ fn new_user_row(
 }
 
 /// The only unique key a new user row can break is its email.
-fn email_taken_if_unique(err: DbErr) -> Error {
+pub(super) fn email_taken_if_unique(err: DbErr) -> Error {
     match err.sql_err() {
         Some(SqlErr::UniqueConstraintViolation(_)) => Error::EmailTaken,
         _ => err.into(),

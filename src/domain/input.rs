@@ -85,6 +85,10 @@ impl DisplayName {
         Ok(Self(raw.to_owned()))
     }
 
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
     pub fn into_string(self) -> String {
         self.0
     }

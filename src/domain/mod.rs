@@ -5,6 +5,8 @@ pub mod accounts;
 pub mod clock;
 pub mod input;
 pub mod password;
+pub mod profile;
+pub mod sessions;
 pub mod tokens;
 
 use chrono::{DateTime, Utc};

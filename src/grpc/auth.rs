@@ -5,10 +5,17 @@ use std::sync::Arc;
 use secrecy::SecretString;
 use tonic::{Request, Response, Status};
 
-use super::{bearer::bearer, client::client_info, convert::timestamp};
+use super::{
+    bearer::bearer,
+    client::client_info,
+    convert::{count, session, timestamp},
+};
 use crate::{
     app::AppState,
-    domain::accounts::{LoginAttempt, NewAccount},
+    domain::{
+        accounts::{LoginAttempt, NewAccount, Principal},
+        profile::ProfileChange,
+    },
     proto::v1::{self as pb, auth_server::Auth},
 };
 
@@ -19,6 +26,17 @@ pub struct AuthApi {
 impl AuthApi {
     pub fn new(state: Arc<AppState>) -> Self {
         Self { state }
+    }
+
+    /// The caller of a bearer RPC, after the token, session and account
+    /// checks.
+    async fn caller<T>(
+        &self,
+        request: &Request<T>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Principal, Status> {
+        let token = bearer(request)?;
+        Ok(self.state.accounts.authorize(&token, now).await?)
     }
 }
 
@@ -60,53 +78,104 @@ impl Auth for AuthApi {
         }))
     }
 
-    async fn refresh(&self, _request: Request<pb::RefreshRequest>) -> Reply<pb::RefreshResponse> {
-        Err(Status::unimplemented("Refresh is not implemented yet"))
+    async fn refresh(&self, request: Request<pb::RefreshRequest>) -> Reply<pb::RefreshResponse> {
+        let now = self.state.clock.now();
+        let token = SecretString::from(request.into_inner().refresh_token);
+        let tokens = self.state.accounts.refresh(&token, now).await?;
+        Ok(Response::new(pb::RefreshResponse {
+            tokens: Some(tokens.into()),
+        }))
     }
 
-    async fn logout(&self, _request: Request<pb::LogoutRequest>) -> Reply<pb::LogoutResponse> {
-        Err(Status::unimplemented("Logout is not implemented yet"))
+    async fn logout(&self, request: Request<pb::LogoutRequest>) -> Reply<pb::LogoutResponse> {
+        let now = self.state.clock.now();
+        let caller = self.caller(&request, now).await?;
+        let all = request.into_inner().all_sessions;
+        let revoked = self.state.accounts.logout(&caller, all, now).await?;
+        Ok(Response::new(pb::LogoutResponse {
+            revoked_sessions: count(revoked),
+        }))
     }
 
     async fn get_me(&self, request: Request<pb::GetMeRequest>) -> Reply<pb::GetMeResponse> {
         let now = self.state.clock.now();
-        let token = bearer(&request)?;
-        let principal = self.state.accounts.authorize(&token, now).await?;
+        let caller = self.caller(&request, now).await?;
         Ok(Response::new(pb::GetMeResponse {
-            user: Some(principal.user.into()),
+            user: Some(caller.user.into()),
         }))
     }
 
     async fn update_me(
         &self,
-        _request: Request<pb::UpdateMeRequest>,
+        request: Request<pb::UpdateMeRequest>,
     ) -> Reply<pb::UpdateMeResponse> {
-        Err(Status::unimplemented("UpdateMe is not implemented yet"))
+        let now = self.state.clock.now();
+        let caller = self.caller(&request, now).await?;
+        let req = request.into_inner();
+        let change = ProfileChange {
+            display_name: req.display_name,
+            email: req.email,
+            current_password: SecretString::from(req.current_password),
+        };
+        let user = self.state.accounts.update_me(&caller, change, now).await?;
+        Ok(Response::new(pb::UpdateMeResponse {
+            user: Some(user.into()),
+        }))
     }
 
     async fn change_password(
         &self,
-        _request: Request<pb::ChangePasswordRequest>,
+        request: Request<pb::ChangePasswordRequest>,
     ) -> Reply<pb::ChangePasswordResponse> {
-        Err(Status::unimplemented(
-            "ChangePassword is not implemented yet",
-        ))
+        let now = self.state.clock.now();
+        let caller = self.caller(&request, now).await?;
+        let req = request.into_inner();
+        let (current, new) = (
+            SecretString::from(req.current_password),
+            SecretString::from(req.new_password),
+        );
+        let revoked = self
+            .state
+            .accounts
+            .change_password(&caller, &current, &new, now)
+            .await?;
+        Ok(Response::new(pb::ChangePasswordResponse {
+            revoked_sessions: count(revoked),
+        }))
     }
 
     async fn list_sessions(
         &self,
-        _request: Request<pb::ListSessionsRequest>,
+        request: Request<pb::ListSessionsRequest>,
     ) -> Reply<pb::ListSessionsResponse> {
-        Err(Status::unimplemented("ListSessions is not implemented yet"))
+        let now = self.state.clock.now();
+        let caller = self.caller(&request, now).await?;
+        let include_inactive = request.into_inner().include_inactive;
+        let sessions = self
+            .state
+            .accounts
+            .sessions(&caller, include_inactive, now)
+            .await?;
+        Ok(Response::new(pb::ListSessionsResponse {
+            sessions: sessions
+                .into_iter()
+                .map(|s| session(s, caller.session.id))
+                .collect(),
+        }))
     }
 
     async fn revoke_session(
         &self,
-        _request: Request<pb::RevokeSessionRequest>,
+        request: Request<pb::RevokeSessionRequest>,
     ) -> Reply<pb::RevokeSessionResponse> {
-        Err(Status::unimplemented(
-            "RevokeSession is not implemented yet",
-        ))
+        let now = self.state.clock.now();
+        let caller = self.caller(&request, now).await?;
+        let session_id = request.into_inner().session_id;
+        self.state
+            .accounts
+            .revoke_session(&caller, &session_id, now)
+            .await?;
+        Ok(Response::new(pb::RevokeSessionResponse {}))
     }
 
     async fn validate_token(

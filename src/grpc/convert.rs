@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use prost_types::Timestamp;
 
 use crate::{
-    domain::{User, UserStatus, accounts::TokenPair},
+    domain::{Session, User, UserStatus, accounts::TokenPair},
     proto::v1 as pb,
 };
 use secrecy::ExposeSecret;
@@ -51,4 +51,28 @@ impl From<TokenPair> for pb::TokenPair {
             refresh_expires_at: Some(timestamp(t.refresh_expires_at)),
         }
     }
+}
+
+/// A session as its owner sees it; `current` marks the caller's own.
+pub fn session(s: Session, current: uuid::Uuid) -> pb::Session {
+    pb::Session {
+        current: s.id == current,
+        id: s.id.to_string(),
+        device: Some(pb::DeviceInfo {
+            device_id: s.device_id,
+            device_name: s.device_name,
+            device_type: s.device_type,
+        }),
+        user_agent: s.user_agent,
+        ip_address: s.ip_address,
+        created_at: Some(timestamp(s.created_at)),
+        last_used_at: Some(timestamp(s.last_used_at)),
+        expires_at: Some(timestamp(s.expires_at)),
+        revoked_at: s.revoked_at.map(timestamp),
+    }
+}
+
+/// Counts go out as int32; they never come near its limit.
+pub fn count(n: u64) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
 }

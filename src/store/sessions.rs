@@ -1,4 +1,8 @@
-use sea_orm::{ActiveModelTrait, ConnectionTrait, EntityTrait, prelude::*};
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveModelTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, prelude::*,
+    sea_query::Expr,
+};
 
 use super::entities::{refresh_token, session, user};
 
@@ -15,6 +19,10 @@ pub async fn insert_with_refresh_token<C: ConnectionTrait>(
     Ok(inserted)
 }
 
+pub async fn find<C: ConnectionTrait>(db: &C, id: Uuid) -> Result<Option<session::Model>, DbErr> {
+    session::Entity::find_by_id(id).one(db).await
+}
+
 /// A session and its user, in one round trip: what every bearer call checks.
 pub async fn find_with_user<C: ConnectionTrait>(
     db: &C,
@@ -25,4 +33,100 @@ pub async fn find_with_user<C: ConnectionTrait>(
         .one(db)
         .await?;
     Ok(found.and_then(|(s, u)| u.map(|u| (s, u))))
+}
+
+/// Not revoked and not expired at `now`.
+fn live(now: DateTime<Utc>) -> Condition {
+    Condition::all()
+        .add(session::Column::RevokedAt.is_null())
+        .add(session::Column::ExpiresAt.gt(now))
+}
+
+/// A user's sessions, newest first; only the live ones unless
+/// `include_inactive`.
+pub async fn list_for_user<C: ConnectionTrait>(
+    db: &C,
+    user_id: Uuid,
+    include_inactive: bool,
+    now: DateTime<Utc>,
+) -> Result<Vec<session::Model>, DbErr> {
+    let mut query = session::Entity::find().filter(session::Column::UserId.eq(user_id));
+    if !include_inactive {
+        query = query.filter(live(now));
+    }
+    query
+        .order_by_desc(session::Column::CreatedAt)
+        .order_by_desc(session::Column::Id)
+        .all(db)
+        .await
+}
+
+/// Revokes one session if it is still live; how many were revoked (0 or 1).
+pub async fn revoke<C: ConnectionTrait>(
+    db: &C,
+    id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<u64, DbErr> {
+    let result = session::Entity::update_many()
+        .col_expr(session::Column::RevokedAt, Expr::value(now))
+        .filter(session::Column::Id.eq(id))
+        .filter(live(now))
+        .exec(db)
+        .await?;
+    Ok(result.rows_affected)
+}
+
+/// Revokes every live session of a user, except `keep`; how many.
+pub async fn revoke_all_for_user<C: ConnectionTrait>(
+    db: &C,
+    user_id: Uuid,
+    keep: Option<Uuid>,
+    now: DateTime<Utc>,
+) -> Result<u64, DbErr> {
+    let mut update = session::Entity::update_many()
+        .col_expr(session::Column::RevokedAt, Expr::value(now))
+        .filter(session::Column::UserId.eq(user_id))
+        .filter(live(now));
+    if let Some(keep) = keep {
+        update = update.filter(session::Column::Id.ne(keep));
+    }
+    Ok(update.exec(db).await?.rows_affected)
+}
+
+/// Sliding expiry: a session used now lives until `expires_at`.
+pub async fn touch<C: ConnectionTrait>(
+    db: &C,
+    id: Uuid,
+    now: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+) -> Result<(), DbErr> {
+    session::Entity::update_many()
+        .col_expr(session::Column::LastUsedAt, Expr::value(now))
+        .col_expr(session::Column::ExpiresAt, Expr::value(expires_at))
+        .filter(session::Column::Id.eq(id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Deletes sessions that ended (expired or revoked) before `cutoff`, with
+/// their refresh tokens, and rotated refresh tokens that expired before it.
+/// How many rows of each went.
+pub async fn prune<C: ConnectionTrait>(db: &C, cutoff: DateTime<Utc>) -> Result<(u64, u64), DbErr> {
+    let sessions = session::Entity::delete_many()
+        .filter(
+            Condition::any()
+                .add(session::Column::ExpiresAt.lt(cutoff))
+                .add(session::Column::RevokedAt.lt(cutoff)),
+        )
+        .exec(db)
+        .await?
+        .rows_affected;
+    let tokens = refresh_token::Entity::delete_many()
+        .filter(refresh_token::Column::RotatedAt.is_not_null())
+        .filter(refresh_token::Column::ExpiresAt.lt(cutoff))
+        .exec(db)
+        .await?
+        .rows_affected;
+    Ok((sessions, tokens))
 }

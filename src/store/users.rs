@@ -39,3 +39,15 @@ pub async fn any<C: ConnectionTrait>(db: &C) -> Result<bool, DbErr> {
 pub async fn insert<C: ConnectionTrait>(db: &C, row: user::Model) -> Result<user::Model, DbErr> {
     user::ActiveModel::from(row).insert(db).await
 }
+
+pub async fn find<C: ConnectionTrait>(db: &C, id: Uuid) -> Result<Option<user::Model>, DbErr> {
+    user::Entity::find_by_id(id).one(db).await
+}
+
+/// Writes the changed columns of `row` (an active model with only those set).
+pub async fn update<C: ConnectionTrait>(
+    db: &C,
+    row: user::ActiveModel,
+) -> Result<user::Model, DbErr> {
+    row.update(db).await
+}

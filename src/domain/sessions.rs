@@ -1,0 +1,170 @@
+//! Refresh with rotation and reuse detection, logout, listing and revoking
+//! sessions, and pruning what has ended.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use secrecy::{ExposeSecret, SecretString};
+use uuid::Uuid;
+
+use super::{
+    Session, UserStatus,
+    accounts::{Accounts, Principal, TokenPair},
+    input::parse_id,
+    tokens::{RefreshToken, hash_refresh_token},
+};
+use crate::{
+    error::{Error, Result},
+    store::{self, entities::refresh_token, refresh_tokens, sessions},
+};
+
+/// Ours are 43 characters; anything much longer is not ours.
+const MAX_REFRESH_TOKEN_BYTES: usize = 512;
+
+/// How long ended sessions (expired or revoked) and rotated refresh tokens
+/// are kept before pruning: long enough for `ListSessions` with
+/// `include_inactive` and for reuse detection to see them.
+pub const RETENTION: TimeDelta = TimeDelta::days(7);
+
+/// What a refresh transaction decided. Reuse is an outcome, not an error,
+/// so that the session's revocation commits.
+enum Rotation {
+    Rotated {
+        next: RefreshToken,
+        user_id: Uuid,
+        session_id: Uuid,
+        expires_at: DateTime<Utc>,
+    },
+    Reused(Uuid),
+    Invalid,
+}
+
+impl Accounts {
+    /// Exchanges a refresh token for a new pair. Each token works once; one
+    /// presented again (a theft signal, OAuth 2.0 Security BCP) revokes its
+    /// whole session. Of several callers presenting the same token at once,
+    /// at most one gets new tokens.
+    #[tracing::instrument(skip_all)]
+    pub async fn refresh(&self, token: &SecretString, now: DateTime<Utc>) -> Result<TokenPair> {
+        let raw = token.expose_secret();
+        if raw.is_empty() {
+            return Err(Error::invalid("refresh_token", "must not be empty"));
+        }
+        if raw.len() > MAX_REFRESH_TOKEN_BYTES {
+            return Err(Error::RefreshTokenInvalid);
+        }
+        let hash = hash_refresh_token(raw);
+        let ttl = self.refresh_ttl;
+        let rotation = store::serializable(&self.db, |txn| {
+            let hash = hash.clone();
+            Box::pin(async move {
+                let Some(row) = refresh_tokens::find(txn, &hash).await? else {
+                    return Ok(Rotation::Invalid);
+                };
+                if row.rotated_at.is_some() {
+                    sessions::revoke(txn, row.session_id, now).await?;
+                    return Ok(Rotation::Reused(row.session_id));
+                }
+                let Some((session, user)) = sessions::find_with_user(txn, row.session_id).await?
+                else {
+                    return Ok(Rotation::Invalid);
+                };
+                let usable = session.revoked_at.is_none()
+                    && session.expires_at > now
+                    && row.expires_at > now
+                    && user.status == UserStatus::Approved;
+                if !usable {
+                    return Ok(Rotation::Invalid);
+                }
+                if !refresh_tokens::claim(txn, &hash, now).await? {
+                    // Rotated by a concurrent caller since we read it.
+                    sessions::revoke(txn, row.session_id, now).await?;
+                    return Ok(Rotation::Reused(row.session_id));
+                }
+                let next = RefreshToken::generate()?;
+                let expires_at = now + ttl;
+                refresh_tokens::insert(
+                    txn,
+                    refresh_token::Model {
+                        token_hash: next.hash.clone(),
+                        session_id: session.id,
+                        created_at: now,
+                        expires_at,
+                        rotated_at: None,
+                    },
+                )
+                .await?;
+                sessions::touch(txn, session.id, now, expires_at).await?;
+                Ok(Rotation::Rotated {
+                    next,
+                    user_id: user.id,
+                    session_id: session.id,
+                    expires_at,
+                })
+            })
+        })
+        .await?;
+        match rotation {
+            Rotation::Rotated {
+                next,
+                user_id,
+                session_id,
+                expires_at,
+            } => self.token_pair(user_id, session_id, next.token, expires_at, now),
+            Rotation::Reused(session_id) => {
+                tracing::warn!(%session_id, "refresh token reused: session revoked");
+                Err(Error::RefreshTokenReused)
+            }
+            Rotation::Invalid => Err(Error::RefreshTokenInvalid),
+        }
+    }
+
+    /// Revokes the caller's session, or all of the caller's live sessions.
+    pub async fn logout(
+        &self,
+        caller: &Principal,
+        all_sessions: bool,
+        now: DateTime<Utc>,
+    ) -> Result<u64> {
+        let revoked = if all_sessions {
+            sessions::revoke_all_for_user(&self.db, caller.user.id, None, now).await?
+        } else {
+            sessions::revoke(&self.db, caller.session.id, now).await?
+        };
+        tracing::info!(user_id = %caller.user.id, revoked, "logout");
+        Ok(revoked)
+    }
+
+    /// The caller's sessions, newest first.
+    pub async fn sessions(
+        &self,
+        caller: &Principal,
+        include_inactive: bool,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Session>> {
+        Ok(sessions::list_for_user(&self.db, caller.user.id, include_inactive, now).await?)
+    }
+
+    /// Revokes one of the caller's sessions. Someone else's session is
+    /// indistinguishable from one that does not exist. Revoking a revoked
+    /// session succeeds and changes nothing.
+    pub async fn revoke_session(
+        &self,
+        caller: &Principal,
+        session_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let id = parse_id("session_id", session_id).map_err(|v| Error::InvalidArgument(vec![v]))?;
+        match sessions::find(&self.db, id).await? {
+            Some(session) if session.user_id == caller.user.id => {
+                sessions::revoke(&self.db, id, now).await?;
+                Ok(())
+            }
+            _ => Err(Error::SessionNotFound),
+        }
+    }
+
+    /// Deletes sessions that ended more than `RETENTION` ago, and rotated
+    /// refresh tokens that expired that long ago.
+    pub async fn prune(&self, now: DateTime<Utc>) -> Result<(u64, u64)> {
+        Ok(sessions::prune(&self.db, now - RETENTION).await?)
+    }
+}
