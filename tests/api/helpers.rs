@@ -281,6 +281,86 @@ impl TestApp {
             .map(|r| r.into_inner().user.expect("user"))
     }
 
+    pub async fn refresh(&self, refresh_token: &str) -> Result<pb::TokenPair, Status> {
+        self.auth
+            .clone()
+            .refresh(pb::RefreshRequest {
+                refresh_token: refresh_token.into(),
+            })
+            .await
+            .map(|r| r.into_inner().tokens.expect("tokens"))
+    }
+
+    pub async fn logout(&self, access_token: &str, all_sessions: bool) -> Result<i32, Status> {
+        self.auth
+            .clone()
+            .logout(with_bearer(
+                pb::LogoutRequest { all_sessions },
+                access_token,
+            ))
+            .await
+            .map(|r| r.into_inner().revoked_sessions)
+    }
+
+    pub async fn list_sessions(
+        &self,
+        access_token: &str,
+        include_inactive: bool,
+    ) -> Result<Vec<pb::Session>, Status> {
+        self.auth
+            .clone()
+            .list_sessions(with_bearer(
+                pb::ListSessionsRequest { include_inactive },
+                access_token,
+            ))
+            .await
+            .map(|r| r.into_inner().sessions)
+    }
+
+    pub async fn revoke_session(&self, access_token: &str, session_id: &str) -> Result<(), Status> {
+        self.auth
+            .clone()
+            .revoke_session(with_bearer(
+                pb::RevokeSessionRequest {
+                    session_id: session_id.into(),
+                },
+                access_token,
+            ))
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn change_password(
+        &self,
+        access_token: &str,
+        current: &str,
+        new: &str,
+    ) -> Result<i32, Status> {
+        self.auth
+            .clone()
+            .change_password(with_bearer(
+                pb::ChangePasswordRequest {
+                    current_password: current.into(),
+                    new_password: new.into(),
+                },
+                access_token,
+            ))
+            .await
+            .map(|r| r.into_inner().revoked_sessions)
+    }
+
+    pub async fn update_me(
+        &self,
+        access_token: &str,
+        request: pb::UpdateMeRequest,
+    ) -> Result<pb::User, Status> {
+        self.auth
+            .clone()
+            .update_me(with_bearer(request, access_token))
+            .await
+            .map(|r| r.into_inner().user.expect("user"))
+    }
+
     pub async fn validate(&self, token: &str) -> pb::ValidateTokenResponse {
         self.auth
             .clone()
@@ -310,6 +390,18 @@ impl TestApp {
             .expect("status code");
         (status, body.to_owned())
     }
+}
+
+/// A request with `authorization: Bearer <token>`.
+pub fn with_bearer<T>(message: T, access_token: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {access_token}")
+            .parse()
+            .expect("metadata value"),
+    );
+    request
 }
 
 pub const ADMIN_EMAIL: &str = "admin@example.com";

@@ -7,5 +7,7 @@ mod helpers;
 mod cli;
 mod health;
 mod login;
+mod profile;
 mod register;
+mod sessions;
 mod tokens;
