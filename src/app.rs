@@ -16,7 +16,10 @@ use ipnet::IpNet;
 use sea_orm::DatabaseConnection;
 use tokio::{net::TcpListener, sync::watch};
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic::{
+    service::interceptor::InterceptedService,
+    transport::{Certificate, Identity, Server, ServerTlsConfig},
+};
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
@@ -27,7 +30,7 @@ use crate::{
         password::{Hasher, PasswordPolicy},
         tokens::{self, TokenService},
     },
-    grpc::{auth::AuthApi, bearer::BearerCheck},
+    grpc::{auth::AuthApi, bearer::BearerCheck, user_admin::UserAdminApi},
     http,
     proto::{
         FILE_DESCRIPTOR_SET,
@@ -178,11 +181,16 @@ impl Application {
 
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
-        let auth = AuthServer::new(AuthApi::new(state.clone()))
-            .max_decoding_message_size(MAX_REQUEST_BYTES);
-        let auth = tonic::service::interceptor::InterceptedService::new(
-            auth,
+        let auth = InterceptedService::new(
+            AuthServer::new(AuthApi::new(state.clone()))
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
             BearerCheck::optional(state.tokens.clone(), state.clock.clone()),
+        );
+        // Every UserAdmin RPC needs a good token: refused before any handler.
+        let user_admin = InterceptedService::new(
+            UserAdminServer::new(UserAdminApi::new(state.clone()))
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
+            BearerCheck::required(state.tokens.clone(), state.clock.clone()),
         );
 
         let mut builder = Server::builder();
@@ -194,6 +202,7 @@ impl Application {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(auth)
+            .add_service(user_admin)
             .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), stopped(stop_rx.clone()));
         let http_server = axum::serve(http, http::router(state.clone()))
             .with_graceful_shutdown(stopped(stop_rx.clone()));
@@ -229,7 +238,7 @@ fn health_names() -> [&'static str; 3] {
     [
         "",
         <AuthServer<AuthApi> as tonic::server::NamedService>::NAME,
-        <UserAdminServer<()> as tonic::server::NamedService>::NAME,
+        <UserAdminServer<UserAdminApi> as tonic::server::NamedService>::NAME,
     ]
 }
 

@@ -291,7 +291,25 @@ pub(super) fn parse_profile(email: &str, display_name: &str) -> Result<(Email, D
     }
 }
 
-fn new_user_row(
+/// The optional email and display name of a change; each that is present
+/// must be valid.
+pub(super) fn parse_profile_change(
+    email: Option<String>,
+    display_name: Option<String>,
+) -> Result<(Option<Email>, Option<DisplayName>)> {
+    let email = email.map(|e| Email::parse("email", &e)).transpose();
+    let name = display_name
+        .map(|n| DisplayName::parse("display_name", &n))
+        .transpose();
+    match (email, name) {
+        (Ok(email), Ok(name)) => Ok((email, name)),
+        (email, name) => Err(Error::InvalidArgument(
+            [email.err(), name.err()].into_iter().flatten().collect(),
+        )),
+    }
+}
+
+pub(super) fn new_user_row(
     email: Email,
     display_name: DisplayName,
     password_hash: String,

@@ -2,8 +2,10 @@
 //! Plain Rust in and out; no tonic, no protobuf.
 
 pub mod accounts;
+pub mod admin;
 pub mod clock;
 pub mod input;
+pub mod page_token;
 pub mod password;
 pub mod profile;
 pub mod sessions;

@@ -6,8 +6,8 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::{
     User,
-    accounts::{Accounts, Principal, email_taken_if_unique},
-    input::{DisplayName, Email},
+    accounts::{Accounts, Principal, email_taken_if_unique, parse_profile_change},
+    input::Email,
 };
 use crate::{
     error::{Error, FieldViolation, Result},
@@ -30,26 +30,7 @@ impl Accounts {
         change: ProfileChange,
         now: DateTime<Utc>,
     ) -> Result<User> {
-        let mut violations = Vec::new();
-        let name = change
-            .display_name
-            .map(|n| DisplayName::parse("display_name", &n))
-            .transpose()
-            .unwrap_or_else(|v| {
-                violations.push(v);
-                None
-            });
-        let email = change
-            .email
-            .map(|e| Email::parse("email", &e))
-            .transpose()
-            .unwrap_or_else(|v| {
-                violations.push(v);
-                None
-            });
-        if !violations.is_empty() {
-            return Err(Error::InvalidArgument(violations));
-        }
+        let (email, name) = parse_profile_change(change.email, change.display_name)?;
         let current = &caller.user;
         let name = name.filter(|n| n.as_str() != current.display_name);
         let email = email.filter(|e| e.as_str() != current.email);

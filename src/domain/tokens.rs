@@ -116,6 +116,8 @@ struct KeyRing {
     signer: EncodingKey,
     verifiers: HashMap<String, Verifier>,
     jwks_json: String,
+    /// One per key, newest first: secrets that every replica derives alike.
+    page_token_keys: Vec<[u8; 32]>,
 }
 
 #[derive(Serialize)]
@@ -142,7 +144,9 @@ impl KeyRing {
             .ok_or_else(|| anyhow::anyhow!("no signing key"))?;
         let mut verifiers = HashMap::new();
         let mut jwks = Vec::new();
+        let mut page_token_keys = Vec::new();
         for row in rows {
+            page_token_keys.push(derive_secret(&row.private_key, b"warden page token v1"));
             let x = URL_SAFE_NO_PAD.encode(&row.public_key);
             let key = DecodingKey::from_ed_components(&x)
                 .with_context(|| format!("public key {} is not Ed25519", row.kid))?;
@@ -162,8 +166,20 @@ impl KeyRing {
             signer: EncodingKey::from_ed_der(&newest.private_key),
             verifiers,
             jwks_json,
+            page_token_keys,
         })
     }
+}
+
+/// A secret for another purpose, derived from a signing key (HMAC-SHA256
+/// keyed with the private key, over a label), so replicas need no other
+/// shared secret.
+fn derive_secret(private_key: &[u8], label: &[u8]) -> [u8; 32] {
+    use hmac::{Hmac, Mac};
+    let mut mac =
+        <Hmac<Sha256> as Mac>::new_from_slice(private_key).unwrap_or_else(|_| unreachable!());
+    mac.update(label);
+    mac.finalize().into_bytes().into()
 }
 
 /// Issues and verifies access tokens.
@@ -273,6 +289,11 @@ impl TokenService {
             session_id,
             expires_at,
         })
+    }
+
+    /// Keys for page tokens: the first seals, any opens.
+    pub fn page_token_keys(&self) -> Vec<[u8; 32]> {
+        self.ring().page_token_keys.clone()
     }
 
     /// The public keys as an RFC 7517 JWK Set.

@@ -5,6 +5,7 @@ use prost_types::Timestamp;
 
 use crate::{
     domain::{Session, User, UserStatus, accounts::TokenPair},
+    error::Error,
     proto::v1 as pb,
 };
 use secrecy::ExposeSecret;
@@ -22,6 +23,34 @@ pub fn status(s: UserStatus) -> pb::UserStatus {
         UserStatus::Pending => pb::UserStatus::Pending,
         UserStatus::Approved => pb::UserStatus::Approved,
         UserStatus::Disabled => pb::UserStatus::Disabled,
+    }
+}
+
+/// A status filter: UNSPECIFIED means "any"; a number the contract does not
+/// know is a bad argument.
+pub fn status_filter(field: &'static str, value: i32) -> Result<Option<UserStatus>, Error> {
+    match pb::UserStatus::try_from(value) {
+        Ok(pb::UserStatus::Unspecified) => Ok(None),
+        Ok(known) => Ok(domain_status(known)),
+        Err(_) => Err(Error::invalid(
+            field,
+            format!("{value} is not a UserStatus"),
+        )),
+    }
+}
+
+/// A status to set: it must be a real one.
+pub fn new_status(field: &'static str, value: i32) -> Result<UserStatus, Error> {
+    status_filter(field, value)?
+        .ok_or_else(|| Error::invalid(field, "must not be USER_STATUS_UNSPECIFIED"))
+}
+
+fn domain_status(s: pb::UserStatus) -> Option<UserStatus> {
+    match s {
+        pb::UserStatus::Unspecified => None,
+        pb::UserStatus::Pending => Some(UserStatus::Pending),
+        pb::UserStatus::Approved => Some(UserStatus::Approved),
+        pb::UserStatus::Disabled => Some(UserStatus::Disabled),
     }
 }
 

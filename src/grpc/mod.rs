@@ -6,3 +6,4 @@ pub mod bearer;
 pub mod client;
 pub mod convert;
 pub mod status;
+pub mod user_admin;

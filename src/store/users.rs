@@ -1,5 +1,8 @@
 use sea_orm::{
-    ActiveModelTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect, prelude::*,
+    ActiveModelTrait, Condition, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect,
+    prelude::*,
+    sea_query::{Expr, ExprTrait, LikeExpr},
 };
 
 use super::entities::user;
@@ -50,4 +53,80 @@ pub async fn update<C: ConnectionTrait>(
     row: user::ActiveModel,
 ) -> Result<user::Model, DbErr> {
     row.update(db).await
+}
+
+pub async fn delete<C: ConnectionTrait>(db: &C, id: Uuid) -> Result<u64, DbErr> {
+    Ok(user::Entity::delete_by_id(id).exec(db).await?.rows_affected)
+}
+
+/// Admins who may act as admins: the last-admin invariant counts these.
+pub async fn count_approved_admins<C: ConnectionTrait>(db: &C) -> Result<u64, DbErr> {
+    user::Entity::find()
+        .filter(user::Column::IsAdmin.eq(true))
+        .filter(user::Column::Status.eq(user::Status::Approved))
+        .count(db)
+        .await
+}
+
+/// Which users a listing shows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserFilter {
+    pub status: Option<user::Status>,
+    /// Lower-case substring of the (lower-case) email.
+    pub email_contains: Option<String>,
+}
+
+impl UserFilter {
+    fn condition(&self) -> Condition {
+        let mut condition = Condition::all();
+        if let Some(status) = self.status {
+            condition = condition.add(user::Column::Status.eq(status));
+        }
+        if let Some(part) = &self.email_contains {
+            // `%` and `_` are valid in email addresses: match them literally.
+            let escaped = part
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            let pattern = LikeExpr::new(format!("%{escaped}%")).escape('\\');
+            condition = condition.add(Expr::col((user::Entity, user::Column::Email)).like(pattern));
+        }
+        condition
+    }
+}
+
+pub async fn count_matching<C: ConnectionTrait>(db: &C, filter: &UserFilter) -> Result<u64, DbErr> {
+    user::Entity::find()
+        .filter(filter.condition())
+        .count(db)
+        .await
+}
+
+/// Up to `limit` users, newest first (ties by id, descending), strictly
+/// after the cursor `(created_at, id)` when given. Keyset pagination: pages
+/// stay correct while users are added, and every page costs the same.
+pub async fn page<C: ConnectionTrait>(
+    db: &C,
+    filter: &UserFilter,
+    after: Option<(DateTimeUtc, Uuid)>,
+    limit: u64,
+) -> Result<Vec<user::Model>, DbErr> {
+    let mut query = user::Entity::find().filter(filter.condition());
+    if let Some((created_at, id)) = after {
+        query = query.filter(
+            Condition::any()
+                .add(user::Column::CreatedAt.lt(created_at))
+                .add(
+                    Condition::all()
+                        .add(user::Column::CreatedAt.eq(created_at))
+                        .add(user::Column::Id.lt(id)),
+                ),
+        );
+    }
+    query
+        .order_by_desc(user::Column::CreatedAt)
+        .order_by_desc(user::Column::Id)
+        .limit(limit)
+        .all(db)
+        .await
 }
