@@ -4,6 +4,7 @@
 
 mod helpers;
 
+mod admin;
 mod cli;
 mod health;
 mod login;
