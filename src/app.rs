@@ -25,7 +25,7 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 use crate::{
     config::{Config, TlsFiles},
     domain::{
-        accounts::Accounts,
+        accounts::{AccountSettings, Accounts},
         clock::Clock,
         password::{Hasher, PasswordPolicy},
         tokens::{self, TokenService},
@@ -46,6 +46,9 @@ pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
 /// How often ended sessions are pruned.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
+/// How often expired login-failure counts are pruned: often, because an
+/// attacker guessing emails creates them at request rate.
+const FAILURE_PRUNE_INTERVAL: Duration = Duration::from_secs(60);
 
 /// What every handler shares, built once at start.
 pub struct AppState {
@@ -94,16 +97,15 @@ impl Application {
             &keys,
         )?);
         let hasher = Hasher::new(config.hashing, hashing_concurrency())?;
-        let policy = PasswordPolicy {
-            min_chars: config.password_min_length,
+        let settings = AccountSettings {
+            policy: PasswordPolicy {
+                min_chars: config.password_min_length,
+            },
+            refresh_ttl: config.refresh_token_ttl,
+            failure_limit: config.login_failure_limit,
+            lockout: config.login_lockout,
         };
-        let accounts = Accounts::new(
-            db.clone(),
-            hasher,
-            policy,
-            tokens.clone(),
-            config.refresh_token_ttl,
-        )?;
+        let accounts = Accounts::new(db.clone(), hasher, tokens.clone(), settings)?;
         let tls = match &config.tls {
             Some(files) => Some(tls_config(files).await?),
             None => None,
@@ -287,14 +289,24 @@ async fn watch_database(
 /// Deletes ended sessions now and then, so the tables do not grow without
 /// bound. Every replica may do it; the deletes are idempotent.
 async fn prune_periodically(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
+    let mut sessions_due = tokio::time::Instant::now();
     loop {
-        match state.accounts.prune(state.clock.now()).await {
-            Ok((0, 0)) => {}
-            Ok((sessions, tokens)) => tracing::info!(sessions, tokens, "pruned ended sessions"),
-            Err(e) => tracing::warn!(error = %e, "pruning failed"),
+        let now = state.clock.now();
+        if tokio::time::Instant::now() >= sessions_due {
+            match state.accounts.prune(now).await {
+                Ok((0, 0)) => {}
+                Ok((sessions, tokens)) => tracing::info!(sessions, tokens, "pruned ended sessions"),
+                Err(e) => tracing::warn!(error = %e, "pruning sessions failed"),
+            }
+            sessions_due += PRUNE_INTERVAL;
+        }
+        match state.accounts.prune_login_failures(now).await {
+            Ok(0) => {}
+            Ok(entries) => tracing::debug!(entries, "pruned expired login failure counts"),
+            Err(e) => tracing::warn!(error = %e, "pruning login failures failed"),
         }
         tokio::select! {
-            _ = tokio::time::sleep(PRUNE_INTERVAL) => {}
+            _ = tokio::time::sleep(FAILURE_PRUNE_INTERVAL) => {}
             _ = stop.changed() => return,
         }
     }

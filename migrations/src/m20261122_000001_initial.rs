@@ -1,5 +1,7 @@
 use sea_orm_migration::{prelude::*, schema::*};
 
+use crate::index;
+
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
@@ -149,20 +151,6 @@ impl MigrationTrait for Migration {
         }
         Ok(())
     }
-}
-
-async fn index<const N: usize>(
-    manager: &SchemaManager<'_>,
-    name: &str,
-    table: impl IntoIden,
-    columns: [impl IntoIden; N],
-) -> Result<(), DbErr> {
-    let mut index = Index::create();
-    index.if_not_exists().name(name).table(table);
-    for column in columns {
-        index.col(column);
-    }
-    manager.create_index(index.to_owned()).await
 }
 
 #[derive(DeriveIden)]

@@ -60,30 +60,49 @@ pub struct Principal {
     pub token: VerifiedToken,
 }
 
-/// Accounts, sessions and tokens: the operations of the `Auth` service.
-/// Sessions and profile changes live in `sessions.rs` and `profile.rs`.
+/// The rules accounts live by, from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct AccountSettings {
+    pub policy: PasswordPolicy,
+    pub refresh_ttl: Duration,
+    pub failure_limit: u32,
+    pub lockout: Duration,
+}
+
+pub(super) struct Lockout {
+    pub(super) failure_limit: u32,
+    pub(super) duration: TimeDelta,
+}
+
+/// Accounts, sessions and tokens: the operations of the `Auth` and
+/// `UserAdmin` services, spread over this module, `sessions.rs`,
+/// `profile.rs`, `lockout.rs` and `admin.rs`.
 pub struct Accounts {
     pub(super) db: DatabaseConnection,
     pub(super) hasher: Hasher,
     pub(super) policy: PasswordPolicy,
     pub(super) tokens: Arc<TokenService>,
     pub(super) refresh_ttl: TimeDelta,
+    pub(super) lockout: Lockout,
 }
 
 impl Accounts {
     pub fn new(
         db: DatabaseConnection,
         hasher: Hasher,
-        policy: PasswordPolicy,
         tokens: Arc<TokenService>,
-        refresh_ttl: Duration,
+        settings: AccountSettings,
     ) -> Result<Self> {
         Ok(Self {
             db,
             hasher,
-            policy,
+            policy: settings.policy,
             tokens,
-            refresh_ttl: TimeDelta::from_std(refresh_ttl).context("refresh token TTL")?,
+            refresh_ttl: TimeDelta::from_std(settings.refresh_ttl).context("refresh token TTL")?,
+            lockout: Lockout {
+                failure_limit: settings.failure_limit,
+                duration: TimeDelta::from_std(settings.lockout).context("lockout duration")?,
+            },
         })
     }
 
@@ -141,18 +160,28 @@ impl Accounts {
             return Err(Error::InvalidArgument(violations));
         }
 
+        // Locked out, right password or not; decided before any hashing.
+        let failures = self.ensure_not_locked(&attempt.email, now).await?;
         // An address that could never have been registered simply has no
         // account.
         let account = match Email::parse("email", &attempt.email) {
             Ok(email) => users::find_by_email(&self.db, email.as_str()).await?,
             Err(_) => None,
         };
-        let stored_hash = account.as_ref().map(|u| u.password_hash.0.as_str());
-        let matched = self.hasher.verify(&attempt.password, stored_hash).await?;
+        let stored_hash = account.as_ref().map(|u| u.password_hash.0.clone());
+        let matched = self
+            .hasher
+            .verify(&attempt.password, stored_hash.as_deref())
+            .await?;
         let account = match account {
             Some(account) if matched => account,
-            _ => return Err(Error::InvalidCredentials),
+            _ => {
+                self.record_failure(failures, now).await?;
+                return Err(Error::InvalidCredentials);
+            }
         };
+        self.forget_failures(failures).await?;
+        self.rehash_if_outdated(&account, &attempt.password).await;
         match account.status {
             UserStatus::Approved => {}
             UserStatus::Pending => return Err(Error::AccountPending),
@@ -195,6 +224,33 @@ impl Accounts {
             user: account.into(),
             session_id,
         })
+    }
+
+    /// When the argon2 parameters changed since this hash was made, store a
+    /// hash with the current ones, now that the password is at hand. A
+    /// failure here must not fail the login: it is logged and retried at the
+    /// next one.
+    async fn rehash_if_outdated(&self, account: &user::Model, password: &SecretString) {
+        if !self.hasher.needs_rehash(&account.password_hash.0) {
+            return;
+        }
+        let result = async {
+            let hash = self.hasher.rehash(password).await?;
+            let change = user::ActiveModel {
+                id: sea_orm::ActiveValue::Set(account.id),
+                password_hash: sea_orm::ActiveValue::Set(user::PasswordHash(hash)),
+                ..Default::default()
+            };
+            users::update(&self.db, change).await?;
+            Ok::<_, Error>(())
+        }
+        .await;
+        match result {
+            Ok(()) => {
+                tracing::info!(user_id = %account.id, "password re-hashed with the current parameters")
+            }
+            Err(e) => tracing::warn!(user_id = %account.id, error = %e, "re-hashing failed"),
+        }
     }
 
     /// A fresh access token for the session, with the refresh token that

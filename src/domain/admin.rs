@@ -249,6 +249,9 @@ impl Accounts {
             })
         })
         .await?;
+        if status == Some(UserStatus::Approved) {
+            self.lift_lockout(&row.email).await?;
+        }
         tracing::info!(user_id = %row.id, by = %approver, revoked, "user updated");
         Ok(row.into())
     }
@@ -310,6 +313,7 @@ impl Accounts {
             })
         })
         .await?;
+        self.lift_lockout(&row.email).await?;
         tracing::info!(user_id = %target, by = %caller.user.id, revoked, "password reset");
         Ok(revoked)
     }

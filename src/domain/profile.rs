@@ -38,7 +38,7 @@ impl Accounts {
             return Ok(current.clone());
         }
         if email.is_some() {
-            self.check_current_password(caller, &change.current_password)
+            self.check_current_password(caller, &change.current_password, now)
                 .await?;
         }
         let mut row = user::ActiveModel {
@@ -82,7 +82,7 @@ impl Accounts {
         let email = Email::parse("email", &caller.user.email)
             .map_err(|v| Error::InvalidArgument(vec![v]))?;
         let new_password = self.policy.check("new_password", new_password, &email)?;
-        self.check_current_password(caller, current_password)
+        self.check_current_password(caller, current_password, now)
             .await?;
         let hash = self.hasher.hash(&new_password).await?;
         let (user_id, keep) = (caller.user.id, caller.session.id);
@@ -105,11 +105,13 @@ impl Accounts {
     }
 
     /// WRONG_PASSWORD unless `password` is the caller's; a missing one is a
-    /// missing field.
+    /// missing field. A wrong one counts as a failed login of the account,
+    /// so a locked-out account cannot probe passwords here either.
     async fn check_current_password(
         &self,
         caller: &Principal,
         password: &SecretString,
+        now: DateTime<Utc>,
     ) -> Result<()> {
         if password.expose_secret().is_empty() {
             return Err(Error::invalid(
@@ -117,6 +119,7 @@ impl Accounts {
                 "is required for this change",
             ));
         }
+        let failures = self.ensure_not_locked(&caller.user.email, now).await?;
         let row = users::find(&self.db, caller.user.id)
             .await?
             .ok_or(Error::SessionRevoked)?;
@@ -125,8 +128,9 @@ impl Accounts {
             .verify(password, Some(&row.password_hash.0))
             .await?
         {
-            Ok(())
+            self.forget_failures(failures).await
         } else {
+            self.record_failure(failures, now).await?;
             Err(Error::WrongPassword)
         }
     }

@@ -3,6 +3,7 @@
 
 pub mod entities;
 pub mod keys;
+pub mod login_failures;
 pub mod refresh_tokens;
 pub mod sessions;
 pub mod users;

@@ -1,3 +1,4 @@
+pub mod login_failure;
 pub mod refresh_token;
 pub mod session;
 pub mod signing_key;

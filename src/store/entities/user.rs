@@ -52,3 +52,30 @@ impl Related<super::session::Entity> for Entity {
 }
 
 impl ActiveModelBehavior for ActiveModel {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_of_a_user_row_hides_the_password_hash() {
+        let now = chrono::Utc::now();
+        let row = Model {
+            id: Uuid::nil(),
+            email: "a@b.c".into(),
+            display_name: String::new(),
+            password_hash: PasswordHash(
+                "$argon2id$v=19$m=64,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2g".into(),
+            ),
+            is_admin: false,
+            status: Status::Approved,
+            created_at: now,
+            updated_at: now,
+            approved_at: None,
+            approved_by: None,
+        };
+        let debug = format!("{row:?}");
+        assert!(!debug.contains("argon2"), "{debug}");
+        assert!(debug.contains("[redacted]"));
+    }
+}
