@@ -1,12 +1,17 @@
 //! Password policy (NIST SP 800-63B) and argon2id hashing (OWASP parameters).
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicU64, Ordering},
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
+    time::Duration,
 };
 
 use anyhow::Context as _;
-use argon2::{Algorithm, Argon2, Params, PasswordHasher as _, PasswordVerifier as _, Version};
+use argon2::{
+    Algorithm, Argon2, Params, PasswordHash, PasswordHasher as _, PasswordVerifier as _, Version,
+};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Semaphore;
 use unicode_normalization::UnicodeNormalization;
@@ -127,7 +132,12 @@ impl HashingCost {
 /// checks stay fast) nor allocates argon2 memory without bound.
 pub struct Hasher {
     argon2: Argon2<'static>,
+    params: Params,
     permits: Arc<Semaphore>,
+    /// Calls waiting for a permit, and how many may wait: beyond that a
+    /// flood is answered at once instead of queueing without bound.
+    waiting: AtomicUsize,
+    max_waiting: usize,
     /// A hash of a random password with the current parameters: unknown
     /// emails are verified against it so they cost what a wrong password
     /// costs.
@@ -135,27 +145,61 @@ pub struct Hasher {
     verifications: AtomicU64,
 }
 
+/// How many calls may wait for a hashing permit, per permit.
+const WAITING_PER_PERMIT: usize = 32;
+/// What a client is told to wait when the queue is full.
+const OVERLOAD_RETRY: Duration = Duration::from_secs(1);
+
 impl Hasher {
     pub fn new(cost: HashingCost, concurrency: usize) -> Result<Self> {
-        let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, cost.params()?);
+        let params = cost.params()?;
+        let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
         let mut random = [0u8; 32];
         getrandom::fill(&mut random).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
         let dummy_hash = argon2
             .hash_password(&random)
             .map_err(|e| anyhow::anyhow!("argon2: {e}"))?
             .to_string();
+        let concurrency = concurrency.max(1);
         Ok(Self {
             argon2,
-            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            params,
+            permits: Arc::new(Semaphore::new(concurrency)),
+            waiting: AtomicUsize::new(0),
+            max_waiting: concurrency * WAITING_PER_PERMIT,
             dummy_hash,
             verifications: AtomicU64::new(0),
         })
     }
 
+    /// Whether `phc` was made with other parameters (or another algorithm)
+    /// than the current ones.
+    pub fn needs_rehash(&self, phc: &str) -> bool {
+        let Ok(hash) = PasswordHash::new(phc) else {
+            return true;
+        };
+        let same_algorithm = hash.algorithm.as_str() == "argon2id" && hash.version == Some(0x13);
+        let same_params = Params::try_from(&hash).is_ok_and(|p| {
+            p.m_cost() == self.params.m_cost()
+                && p.t_cost() == self.params.t_cost()
+                && p.p_cost() == self.params.p_cost()
+        });
+        !(same_algorithm && same_params)
+    }
+
+    /// A hash of an already accepted password with the current parameters.
+    pub async fn rehash(&self, password: &SecretString) -> Result<String> {
+        self.hash_normalized(normalize(password.expose_secret()))
+            .await
+    }
+
     /// A PHC string (`$argon2id$v=19$m=…,t=…,p=…$salt$hash`) with a fresh salt.
     pub async fn hash(&self, password: &NewPassword) -> Result<String> {
+        self.hash_normalized(password.0.clone()).await
+    }
+
+    async fn hash_normalized(&self, password: SecretString) -> Result<String> {
         let argon2 = self.argon2.clone();
-        let password = password.0.clone();
         self.blocking(move || {
             argon2
                 .hash_password(password.expose_secret().as_bytes())
@@ -195,11 +239,15 @@ impl Hasher {
         F: FnOnce() -> Result<T> + Send + 'static,
         T: Send + 'static,
     {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .context("hashing pool closed")?;
+        if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.max_waiting {
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+            return Err(Error::RateLimited {
+                retry_after: OVERLOAD_RETRY,
+            });
+        }
+        let permit = self.permits.acquire().await;
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        let _permit = permit.context("hashing pool closed")?;
         let span = tracing::Span::current();
         tokio::task::spawn_blocking(move || span.in_scope(work))
             .await
@@ -310,6 +358,53 @@ mod tests {
                 .unwrap()
         );
         assert_eq!(hasher.verifications(), before + 1);
+    }
+
+    #[tokio::test]
+    async fn a_hash_with_other_parameters_needs_a_rehash() {
+        let hasher = cheap();
+        let stronger = Hasher::new(
+            HashingCost {
+                memory_kib: 128,
+                iterations: 2,
+                parallelism: 1,
+            },
+            1,
+        )
+        .unwrap();
+        let password = SecretString::from("a sturdy passphrase");
+        let old = hasher.rehash(&password).await.unwrap();
+        assert!(!hasher.needs_rehash(&old));
+        assert!(stronger.needs_rehash(&old));
+        let new = stronger.rehash(&password).await.unwrap();
+        assert!(new.starts_with("$argon2id$v=19$m=128,t=2,p=1$"));
+        assert!(stronger.verify(&password, Some(&new)).await.unwrap());
+        assert!(hasher.needs_rehash("$2b$12$not-argon2-at-all"));
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_is_answered_at_once() {
+        let hasher = Arc::new(cheap());
+        // Hold every permit, then fill the queue.
+        let held = hasher.permits.clone().acquire_many_owned(2).await.unwrap();
+        let queued: Vec<_> = (0..hasher.max_waiting)
+            .map(|_| {
+                let hasher = hasher.clone();
+                tokio::spawn(async move { hasher.verify(&SecretString::from("x"), None).await })
+            })
+            .collect();
+        while hasher.waiting.load(Ordering::SeqCst) < hasher.max_waiting {
+            tokio::task::yield_now().await;
+        }
+        let refused = hasher.verify(&SecretString::from("x"), None).await;
+        assert!(
+            matches!(refused, Err(Error::RateLimited { .. })),
+            "{refused:?}"
+        );
+        drop(held);
+        for call in queued {
+            assert!(call.await.unwrap().is_ok(), "the queued calls still run");
+        }
     }
 
     #[tokio::test]
