@@ -4,26 +4,10 @@ use std::{process::Stdio, time::Duration};
 
 use prost::Message as _;
 use sea_orm::{ConnectionTrait, Database};
-use tokio::{
-    io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader},
-    process::Command,
-};
+use tokio::{io::AsyncWriteExt as _, process::Command};
 use warden::proto::v1::UserStatus;
 
-use crate::helpers::{PASSWORD, TestDatabase, spawn_app, spawn_app_on};
-
-/// The binary, with no `WARDEN_*` setting inherited from the test's
-/// environment.
-fn warden() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_warden"));
-    for (key, _) in std::env::vars() {
-        if key.starts_with("WARDEN_") {
-            command.env_remove(key);
-        }
-    }
-    command.kill_on_drop(true);
-    command
-}
+use crate::helpers::{PASSWORD, ServerProcess, TestDatabase, spawn_app, spawn_app_on, warden};
 
 struct Finished {
     code: i32,
@@ -264,52 +248,11 @@ async fn healthcheck_exits_0_for_a_serving_server_and_1_otherwise() {
 #[tokio::test]
 async fn serve_logs_the_chosen_address_and_exits_0_on_sigterm() {
     let db = TestDatabase::create().await;
-    let mut command = warden();
-    command
-        .arg("serve")
-        .env("WARDEN_LISTEN", "127.0.0.1:0")
-        .env("WARDEN_HTTP_LISTEN", "127.0.0.1:0")
-        .env("WARDEN_DATABASE_URL", db.url())
-        .env("WARDEN_LOG_FORMAT", "json")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    let mut child = command.spawn().unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            let event: serde_json::Value = serde_json::from_str(&line).expect("JSON log lines");
-            if let Some(grpc) = event.get("grpc").and_then(|v| v.as_str()) {
-                return grpc.parse::<std::net::SocketAddr>().unwrap();
-            }
-        }
-        panic!("no `listening` line");
-    })
-    .await
-    .expect("the server starts");
-    assert_ne!(addr.port(), 0, "the chosen port is logged");
-
-    let mut serving = false;
-    for _ in 0..100 {
-        let mut check = warden();
-        check.args(["healthcheck", "--listen", &addr.to_string()]);
-        if run(check, None).await.code == 0 {
-            serving = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(serving, "the server reports SERVING");
-
-    let pid = child.id().unwrap().to_string();
-    let killed = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await
-        .unwrap();
-    assert!(killed.success());
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .expect("the server stops")
-        .unwrap();
-    assert_eq!(status.code(), Some(0));
+    let server = ServerProcess::start(&db, &[]).await;
+    assert_ne!(server.addr.port(), 0, "the chosen port is logged");
+    let mut check = warden();
+    check.args(["healthcheck", "--listen", &server.addr.to_string()]);
+    assert_eq!(run(check, None).await.code, 0, "the server reports SERVING");
+    let (code, _) = server.stop().await;
+    assert_eq!(code, Some(0));
 }

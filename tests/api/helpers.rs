@@ -187,8 +187,31 @@ pub async fn spawn_app_on(database: TestDatabase, configure: impl FnOnce(&mut Co
         stop: Some(stop),
         database,
     };
-    app.wait_until_serving().await;
+    wait_until_serving(app.addr).await;
     app
+}
+
+/// Health turns SERVING once the server's first database probe answered.
+async fn wait_until_serving(addr: SocketAddr) {
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
+    let mut health = HealthClient::new(channel(addr).await);
+    for _ in 0..500 {
+        let status = health
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await;
+        if matches!(
+            status.map(|r| r.into_inner().status()),
+            Ok(ServingStatus::Serving)
+        ) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the server never reported SERVING");
 }
 
 pub async fn channel(addr: SocketAddr) -> Channel {
@@ -207,27 +230,6 @@ impl TestApp {
 
     pub fn db(&self) -> &DatabaseConnection {
         &self.state.db
-    }
-
-    /// Health turns SERVING once the first database probe answered.
-    async fn wait_until_serving(&self) {
-        use tonic_health::pb::{
-            HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-        };
-        let mut health = HealthClient::new(channel(self.addr).await);
-        for _ in 0..500 {
-            let status = health
-                .check(HealthCheckRequest {
-                    service: String::new(),
-                })
-                .await
-                .map(|r| r.into_inner().status());
-            if matches!(status, Ok(ServingStatus::Serving)) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("the test server never reported SERVING");
     }
 
     pub async fn register(&self, email: &str, password: &str) -> Result<pb::User, Status> {
@@ -402,6 +404,83 @@ pub fn with_bearer<T>(message: T, access_token: &str) -> Request<T> {
             .expect("metadata value"),
     );
     request
+}
+
+/// The binary, with no `WARDEN_*` setting inherited from the test's
+/// environment.
+pub fn warden() -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_warden"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("WARDEN_") {
+            command.env_remove(key);
+        }
+    }
+    command.kill_on_drop(true);
+    command
+}
+
+/// `warden serve` as a separate process on free ports, with JSON logs
+/// collected as they come.
+pub struct ServerProcess {
+    pub addr: SocketAddr,
+    child: tokio::process::Child,
+    logs: tokio::task::JoinHandle<Vec<String>>,
+}
+
+impl ServerProcess {
+    pub async fn start(db: &TestDatabase, env: &[(&str, &str)]) -> Self {
+        use tokio::io::AsyncBufReadExt as _;
+        let mut command = warden();
+        command
+            .arg("serve")
+            .env("WARDEN_LISTEN", "127.0.0.1:0")
+            .env("WARDEN_HTTP_LISTEN", "127.0.0.1:0")
+            .env("WARDEN_DATABASE_URL", db.url())
+            .env("WARDEN_LOG_FORMAT", "json")
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = command.spawn().expect("warden serve starts");
+        let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let mut seen = Vec::new();
+        let addr = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(line) = lines.next_line().await.expect("read logs") {
+                let event: serde_json::Value = serde_json::from_str(&line).expect("JSON log lines");
+                seen.push(line);
+                if let Some(grpc) = event.get("grpc").and_then(|v| v.as_str()) {
+                    return grpc.parse::<SocketAddr>().expect("an address");
+                }
+            }
+            panic!("the server exited before listening: {seen:?}");
+        })
+        .await
+        .expect("the server starts");
+        let logs = tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                seen.push(line);
+            }
+            seen
+        });
+        wait_until_serving(addr).await;
+        Self { addr, child, logs }
+    }
+
+    /// SIGTERM, then the exit code and every line the server logged.
+    pub async fn stop(mut self) -> (Option<i32>, Vec<String>) {
+        let pid = self.child.id().expect("running").to_string();
+        let killed = tokio::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .await
+            .expect("kill");
+        assert!(killed.success());
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("the server stops")
+            .expect("exit status");
+        let logs = self.logs.await.expect("log reader");
+        (status.code(), logs)
+    }
 }
 
 pub const ADMIN_EMAIL: &str = "admin@example.com";
