@@ -15,7 +15,6 @@ use anyhow::Context as _;
 use ipnet::IpNet;
 use sea_orm::DatabaseConnection;
 use tokio::{net::TcpListener, sync::watch};
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{
     service::interceptor::InterceptedService,
     transport::{Certificate, Identity, Server, ServerTlsConfig},
@@ -66,7 +65,12 @@ pub struct Application {
     grpc: TcpListener,
     http: TcpListener,
     tls: Option<ServerTlsConfig>,
+    max_connections: usize,
+    request_timeout: Duration,
 }
+
+/// Concurrent calls on one HTTP/2 connection.
+const MAX_STREAMS_PER_CONNECTION: u32 = 200;
 
 /// Connects and applies pending migrations.
 pub async fn open_database(url: &str) -> anyhow::Result<DatabaseConnection> {
@@ -87,14 +91,16 @@ pub fn hashing_concurrency() -> usize {
 impl Application {
     pub async fn build(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
         let db = open_database(&config.database_url).await?;
-        let keys = tokens::load_or_create_keys(&db, clock.now())
-            .await
-            .context("cannot load signing keys")?;
+        let keys =
+            tokens::load_or_create_keys(&db, clock.now(), config.key_encryption_key.as_ref())
+                .await
+                .context("cannot load signing keys")?;
         let tokens = Arc::new(TokenService::new(
             config.issuer.clone(),
             config.audience.clone(),
             config.access_token_ttl,
             &keys,
+            config.key_encryption_key.clone(),
         )?);
         let hasher = Hasher::new(config.hashing, hashing_concurrency())?;
         let settings = AccountSettings {
@@ -129,6 +135,8 @@ impl Application {
             grpc,
             http,
             tls,
+            max_connections: config.max_connections,
+            request_timeout: config.request_timeout,
         })
     }
 
@@ -159,6 +167,8 @@ impl Application {
             grpc,
             http,
             tls,
+            max_connections,
+            request_timeout,
         } = self;
         let (reporter, health_service) = tonic_health::server::health_reporter();
         set_health(&reporter, ServingStatus::NotServing).await;
@@ -170,6 +180,7 @@ impl Application {
             stop_rx.clone(),
         ));
         let pruner = tokio::spawn(prune_periodically(state.clone(), stop_rx.clone()));
+        let key_reloader = tokio::spawn(reload_keys_periodically(state.clone(), stop_rx.clone()));
         tokio::spawn({
             let state = state.clone();
             async move {
@@ -195,7 +206,12 @@ impl Application {
             BearerCheck::required(state.tokens.clone(), state.clock.clone()),
         );
 
-        let mut builder = Server::builder();
+        let mut builder = Server::builder()
+            .timeout(request_timeout)
+            .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .tcp_keepalive(Some(Duration::from_secs(60)));
         if let Some(tls) = tls {
             builder = builder.tls_config(tls).context("TLS configuration")?;
         }
@@ -205,13 +221,21 @@ impl Application {
             .add_service(reflection_v1alpha)
             .add_service(auth)
             .add_service(user_admin)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), stopped(stop_rx.clone()));
+            .serve_with_incoming_shutdown(
+                crate::limits::limited_incoming(
+                    grpc,
+                    max_connections,
+                    crate::limits::FIRST_BYTE_TIMEOUT,
+                ),
+                stopped(stop_rx.clone()),
+            );
         let http_server = axum::serve(http, http::router(state.clone()))
             .with_graceful_shutdown(stopped(stop_rx.clone()));
 
         let (grpc_result, http_result) = tokio::join!(grpc_server, http_server.into_future());
         watcher.abort();
         pruner.abort();
+        key_reloader.abort();
         grpc_result.context("gRPC server")?;
         http_result.context("HTTP side port")?;
         tracing::info!("stopped");
@@ -308,6 +332,20 @@ async fn prune_periodically(state: Arc<AppState>, mut stop: watch::Receiver<bool
         tokio::select! {
             _ = tokio::time::sleep(FAILURE_PRUNE_INTERVAL) => {}
             _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Picks up keys rotated by `warden keys rotate` (or on another replica)
+/// and retires keys no live token needs.
+async fn reload_keys_periodically(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(tokens::KEY_RELOAD_INTERVAL) => {}
+            _ = stop.changed() => return,
+        }
+        if let Err(e) = state.tokens.reload(&state.db, state.clock.now()).await {
+            tracing::warn!(error = %e, "reloading signing keys failed");
         }
     }
 }

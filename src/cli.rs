@@ -20,11 +20,15 @@ use tonic_health::pb::{
 
 use crate::{
     app::{self, Application},
-    config::{Cli, Command, CreateAdminArgs, HealthcheckArgs, LogArgs, MigrateArgs, ServeArgs},
+    config::{
+        Cli, Command, CreateAdminArgs, HealthcheckArgs, KeysCommand, LogArgs, MigrateArgs,
+        RotateArgs, ServeArgs,
+    },
     domain::{
         accounts,
         clock::{Clock as _, SystemClock},
         password::{Hasher, PasswordPolicy},
+        tokens,
     },
     error::Error,
     proto::FILE_DESCRIPTOR_SET,
@@ -38,6 +42,27 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::CreateAdmin(args) => create_admin(args).await,
         Command::DescriptorSet => descriptor_set(),
         Command::Healthcheck(args) => healthcheck(args).await,
+        Command::Keys(KeysCommand::Rotate(args)) => rotate_keys(args).await,
+    }
+}
+
+async fn rotate_keys(args: RotateArgs) -> ExitCode {
+    init_logs(&args.log);
+    let kek = args.encryption.key_encryption_key;
+    let result = async {
+        let db = app::open_database(&args.database.database_url).await?;
+        // Refuse to add a clear key next to encrypted ones, or the other
+        // way round: every key must open with what the servers have.
+        tokens::load_or_create_keys(&db, SystemClock.now(), kek.as_ref()).await?;
+        Ok::<_, anyhow::Error>(tokens::rotate_keys(&db, SystemClock.now(), kek.as_ref()).await?)
+    }
+    .await;
+    match result {
+        Ok(key) => {
+            println!("added signing key {}", key.kid);
+            ExitCode::SUCCESS
+        }
+        Err(e) => failed(&e),
     }
 }
 

@@ -11,7 +11,7 @@ use std::{
 use clap::{Args, Parser, Subcommand, ValueEnum, value_parser};
 use ipnet::IpNet;
 
-use crate::domain::password::HashingCost;
+use crate::domain::{key_encryption::KeyEncryptionKey, password::HashingCost};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
 pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:9090";
@@ -39,6 +39,36 @@ pub enum Command {
     DescriptorSet,
     /// Exit 0 if the server at WARDEN_LISTEN reports SERVING, else 1.
     Healthcheck(HealthcheckArgs),
+    /// Manage the keys that sign access tokens.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Add a new signing key. Running servers sign with it within 30 s;
+    /// older keys keep verifying until the tokens they signed have expired,
+    /// then are removed.
+    Rotate(RotateArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct KeyEncryptionArgs {
+    /// 32 bytes (base64 or hex) that encrypt the signing keys stored in the
+    /// database; off when unset. Keys stored in the clear are encrypted at
+    /// start once it is set.
+    #[arg(long, env = "WARDEN_KEY_ENCRYPTION_KEY", hide_env_values = true, value_parser = KeyEncryptionKey::parse)]
+    pub key_encryption_key: Option<KeyEncryptionKey>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RotateArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub encryption: KeyEncryptionArgs,
+    #[command(flatten)]
+    pub log: LogArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -174,6 +204,15 @@ pub struct ServeArgs {
     pub log: LogArgs,
     #[command(flatten)]
     pub tls: TlsArgs,
+    #[command(flatten)]
+    pub encryption: KeyEncryptionArgs,
+    /// Open gRPC connections at most; more wait to be accepted.
+    #[arg(long, env = "WARDEN_MAX_CONNECTIONS", default_value_t = 1024,
+          value_parser = value_parser!(u32).range(1..=65_536))]
+    pub max_connections: u32,
+    /// How long one RPC may take before it is cancelled; 100ms to 10m.
+    #[arg(long, env = "WARDEN_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_request_timeout)]
+    pub request_timeout: Duration,
     /// Comma-separated CIDRs whose `x-forwarded-for` is believed.
     #[arg(long, env = "WARDEN_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_cidr)]
     pub trusted_proxies: Vec<IpNet>,
@@ -202,6 +241,9 @@ impl ServeArgs {
             login_failure_limit: self.login_failure_limit,
             login_lockout: self.login_lockout,
             tls: self.tls.files()?,
+            key_encryption_key: self.encryption.key_encryption_key,
+            max_connections: self.max_connections as usize,
+            request_timeout: self.request_timeout,
             trusted_proxies: self.trusted_proxies,
         })
     }
@@ -267,6 +309,9 @@ pub struct Config {
     pub login_failure_limit: u32,
     pub login_lockout: Duration,
     pub tls: Option<TlsFiles>,
+    pub key_encryption_key: Option<KeyEncryptionKey>,
+    pub max_connections: usize,
+    pub request_timeout: Duration,
     pub trusted_proxies: Vec<IpNet>,
 }
 
@@ -373,6 +418,10 @@ fn parse_lockout(s: &str) -> Result<Duration, String> {
     duration_within(s, SECOND, DAY)
 }
 
+fn parse_request_timeout(s: &str) -> Result<Duration, String> {
+    duration_within(s, Duration::from_millis(100), Duration::from_secs(600))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -393,7 +442,11 @@ mod tests {
         assert_eq!(c.password_min_length, 15);
         assert_eq!(c.login_failure_limit, 5);
         assert_eq!(c.login_lockout, Duration::from_secs(15 * 60));
-        assert!(c.tls.is_none() && c.trusted_proxies.is_empty());
+        assert!(c.tls.is_none() && c.trusted_proxies.is_empty() && c.key_encryption_key.is_none());
+        assert_eq!(
+            (c.max_connections, c.request_timeout),
+            (1024, Duration::from_secs(30))
+        );
     }
 
     fn serve(args: &[&str]) -> Result<Cli, clap::Error> {

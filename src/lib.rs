@@ -16,6 +16,7 @@ pub mod domain;
 pub mod error;
 pub mod grpc;
 pub mod http;
+pub mod limits;
 pub mod proto;
 pub mod store;
 pub mod telemetry;

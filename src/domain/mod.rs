@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod admin;
 pub mod clock;
 pub mod input;
+pub mod key_encryption;
 pub mod lockout;
 pub mod page_token;
 pub mod password;

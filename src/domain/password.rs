@@ -245,13 +245,19 @@ impl Hasher {
                 retry_after: OVERLOAD_RETRY,
             });
         }
-        let permit = self.permits.acquire().await;
+        let permit = self.permits.clone().acquire_owned().await;
         self.waiting.fetch_sub(1, Ordering::SeqCst);
-        let _permit = permit.context("hashing pool closed")?;
+        let permit = permit.context("hashing pool closed")?;
         let span = tracing::Span::current();
-        tokio::task::spawn_blocking(move || span.in_scope(work))
-            .await
-            .context("hashing task failed")?
+        // The permit goes with the work: if the caller gives up (a timeout, a
+        // client gone), the hash still runs to its end and keeps its slot, so
+        // no more hashes run at once than there are permits.
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            span.in_scope(work)
+        })
+        .await
+        .context("hashing task failed")?
     }
 }
 
@@ -405,6 +411,38 @@ mod tests {
         for call in queued {
             assert!(call.await.unwrap().is_ok(), "the queued calls still run");
         }
+    }
+
+    #[tokio::test]
+    async fn a_hash_keeps_its_permit_after_the_caller_gives_up() {
+        let hasher = Arc::new(
+            Hasher::new(
+                HashingCost {
+                    memory_kib: 16 * 1024,
+                    iterations: 4,
+                    parallelism: 1,
+                },
+                1,
+            )
+            .unwrap(),
+        );
+        let call = {
+            let hasher = hasher.clone();
+            tokio::spawn(async move { hasher.verify(&SecretString::from("x"), None).await })
+        };
+        while hasher.permits.available_permits() == 1 {
+            tokio::task::yield_now().await;
+        }
+        call.abort();
+        let _ = call.await;
+        assert_eq!(
+            hasher.permits.available_permits(),
+            0,
+            "the hash is still running"
+        );
+        // The permit comes back once the hash is done.
+        let permit = hasher.permits.acquire().await.unwrap();
+        drop(permit);
     }
 
     #[tokio::test]

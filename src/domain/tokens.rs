@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use super::key_encryption::{self, KeyEncryptionKey};
 use crate::{
     error::{Error, Result},
     store::{self, entities::signing_key, keys},
@@ -60,7 +61,10 @@ pub struct IssuedToken {
 
 /// A new Ed25519 key pair as a `signing_keys` row; `kid` is the RFC 7638
 /// thumbprint of the public key.
-pub fn generate_signing_key(now: DateTime<Utc>) -> Result<signing_key::Model> {
+pub fn generate_signing_key(
+    now: DateTime<Utc>,
+    kek: Option<&KeyEncryptionKey>,
+) -> Result<signing_key::Model> {
     let mut seed = [0u8; 32];
     getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
     // `SigningKey` wipes itself on drop.
@@ -69,32 +73,66 @@ pub fn generate_signing_key(now: DateTime<Utc>) -> Result<signing_key::Model> {
         .to_pkcs8_der()
         .map_err(|e| anyhow::anyhow!("PKCS#8 encoding: {e}"))?;
     let public_key = key.verifying_key().to_bytes().to_vec();
+    let kid = thumbprint(&URL_SAFE_NO_PAD.encode(&public_key));
     Ok(signing_key::Model {
-        kid: thumbprint(&URL_SAFE_NO_PAD.encode(&public_key)),
+        private_key: key_encryption::seal(kek, &kid, private_der.as_bytes())?,
+        kid,
         algorithm: ALGORITHM_NAME.to_owned(),
-        private_key: private_der.as_bytes().to_vec(),
         public_key,
         created_at: now,
         retired_at: None,
     })
 }
 
+/// How often every server reloads the signing keys from the database, so
+/// that a key rotated anywhere is used and published everywhere.
+pub const KEY_RELOAD_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Adds a new signing key; it signs from the next reload on, and older
+/// keys keep verifying until they are retired.
+pub async fn rotate_keys(
+    db: &sea_orm::DatabaseConnection,
+    now: DateTime<Utc>,
+    kek: Option<&KeyEncryptionKey>,
+) -> Result<signing_key::Model> {
+    let key = keys::insert(db, generate_signing_key(now, kek)?).await?;
+    tracing::info!(kid = %key.kid, "added a signing key");
+    Ok(key)
+}
+
 /// The live signing keys, newest first; on the very first start, a new one.
 /// Done in one serializable transaction, so replicas that start together
-/// agree on a single key.
+/// agree on a single key. With a key-encryption key, keys stored in the
+/// clear are encrypted on the way.
 pub async fn load_or_create_keys(
     db: &sea_orm::DatabaseConnection,
     now: DateTime<Utc>,
+    kek: Option<&KeyEncryptionKey>,
 ) -> Result<Vec<signing_key::Model>> {
     store::serializable(db, |txn| {
+        let kek = kek.cloned();
         Box::pin(async move {
-            let live = keys::live(txn).await?;
-            if !live.is_empty() {
-                return Ok(live);
+            let mut live = keys::live(txn).await?;
+            if live.is_empty() {
+                let key = keys::insert(txn, generate_signing_key(now, kek.as_ref())?).await?;
+                tracing::info!(kid = %key.kid, "generated the first signing key");
+                return Ok(vec![key]);
             }
-            let key = keys::insert(txn, generate_signing_key(now)?).await?;
-            tracing::info!(kid = %key.kid, "generated the first signing key");
-            Ok(vec![key])
+            if let Some(kek) = &kek {
+                for row in live
+                    .iter_mut()
+                    .filter(|r| !key_encryption::is_sealed(&r.private_key))
+                {
+                    row.private_key = key_encryption::seal(Some(kek), &row.kid, &row.private_key)?;
+                    keys::set_private_key(txn, &row.kid, row.private_key.clone()).await?;
+                    tracing::info!(kid = %row.kid, "encrypted a stored signing key");
+                }
+            }
+            // Every key must open with what this process was given.
+            for row in &live {
+                key_encryption::open(kek.as_ref(), &row.kid, &row.private_key)?;
+            }
+            Ok(live)
         })
     })
     .await
@@ -138,7 +176,7 @@ struct JwkSet<'a> {
 
 impl KeyRing {
     /// `rows` newest first, as `store::keys::live` returns them.
-    fn new(rows: &[signing_key::Model]) -> Result<Self> {
+    fn new(rows: &[signing_key::Model], kek: Option<&KeyEncryptionKey>) -> Result<Self> {
         let newest = rows
             .first()
             .ok_or_else(|| anyhow::anyhow!("no signing key"))?;
@@ -146,7 +184,8 @@ impl KeyRing {
         let mut jwks = Vec::new();
         let mut page_token_keys = Vec::new();
         for row in rows {
-            page_token_keys.push(derive_secret(&row.private_key, b"warden page token v1"));
+            let private_der = key_encryption::open(kek, &row.kid, &row.private_key)?;
+            page_token_keys.push(derive_secret(&private_der, b"warden page token v1"));
             let x = URL_SAFE_NO_PAD.encode(&row.public_key);
             let key = DecodingKey::from_ed_components(&x)
                 .with_context(|| format!("public key {} is not Ed25519", row.kid))?;
@@ -163,7 +202,11 @@ impl KeyRing {
         let jwks_json = serde_json::to_string(&JwkSet { keys: jwks }).context("JWKS")?;
         Ok(Self {
             signer_kid: newest.kid.clone(),
-            signer: EncodingKey::from_ed_der(&newest.private_key),
+            signer: EncodingKey::from_ed_der(&key_encryption::open(
+                kek,
+                &newest.kid,
+                &newest.private_key,
+            )?),
             verifiers,
             jwks_json,
             page_token_keys,
@@ -184,6 +227,7 @@ fn derive_secret(private_key: &[u8], label: &[u8]) -> [u8; 32] {
 
 /// Issues and verifies access tokens.
 pub struct TokenService {
+    kek: Option<KeyEncryptionKey>,
     issuer: String,
     audience: String,
     ttl: Duration,
@@ -197,6 +241,7 @@ impl TokenService {
         audience: String,
         ttl: Duration,
         keys: &[signing_key::Model],
+        kek: Option<KeyEncryptionKey>,
     ) -> Result<Self> {
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.set_issuer(&[&issuer]);
@@ -207,12 +252,14 @@ impl TokenService {
         validation.validate_exp = false;
         validation.validate_nbf = false;
         validation.leeway = 0;
+        let ring = RwLock::new(Arc::new(KeyRing::new(keys, kek.as_ref())?));
         Ok(Self {
+            kek,
             issuer,
             audience,
             ttl,
             validation,
-            ring: RwLock::new(Arc::new(KeyRing::new(keys)?)),
+            ring,
         })
     }
 
@@ -291,6 +338,48 @@ impl TokenService {
         })
     }
 
+    /// Reloads the keys from the database and retires those no live token
+    /// can need any more: a key older than the newest is needed until every
+    /// server signs with the newest (one reload interval) and the last token
+    /// it signed has expired (one access-token lifetime and the leeway).
+    /// Returns the kids retired.
+    pub async fn reload(
+        &self,
+        db: &sea_orm::DatabaseConnection,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<String>> {
+        let mut rows = keys::live(db).await?;
+        let Some(newest) = rows.first() else {
+            return Err(Error::Unexpected(anyhow::anyhow!(
+                "every signing key is gone from the database"
+            )));
+        };
+        let grace = TimeDelta::from_std(KEY_RELOAD_INTERVAL + self.ttl)
+            .context("key grace period")?
+            + TimeDelta::seconds(LEEWAY_SECONDS);
+        let retire_before = newest.created_at;
+        let mut retired = Vec::new();
+        if retire_before + grace <= now {
+            for old in rows.iter().skip(1) {
+                if keys::delete(db, &old.kid).await? > 0 {
+                    tracing::info!(kid = %old.kid, "retired a signing key");
+                }
+                retired.push(old.kid.clone());
+            }
+            rows.truncate(1);
+        }
+        let current = self.ring();
+        let same: bool = current.verifiers.len() == rows.len()
+            && rows.iter().all(|r| current.verifiers.contains_key(&r.kid))
+            && current.signer_kid == rows[0].kid;
+        if !same {
+            let ring = Arc::new(KeyRing::new(&rows, self.kek.as_ref())?);
+            tracing::info!(signing = %ring.signer_kid, published = rows.len(), "signing keys reloaded");
+            *self.ring.write().unwrap_or_else(|e| e.into_inner()) = ring;
+        }
+        Ok(retired)
+    }
+
     /// Keys for page tokens: the first seals, any opens.
     pub fn page_token_keys(&self) -> Vec<[u8; 32]> {
         self.ring().page_token_keys.clone()
@@ -349,13 +438,14 @@ mod tests {
             "warden".into(),
             Duration::from_secs(900),
             keys,
+            None,
         )
         .unwrap()
     }
 
     #[test]
     fn an_issued_token_verifies_and_names_its_user_and_session() {
-        let key = generate_signing_key(now()).unwrap();
+        let key = generate_signing_key(now(), None).unwrap();
         let tokens = service(std::slice::from_ref(&key));
         let (user, session) = (Uuid::new_v4(), Uuid::new_v4());
         let issued = tokens.issue(user, session, now()).unwrap();
@@ -371,7 +461,7 @@ mod tests {
 
     #[test]
     fn expiry_allows_five_seconds_of_leeway_and_no_more() {
-        let tokens = service(&[generate_signing_key(now()).unwrap()]);
+        let tokens = service(&[generate_signing_key(now(), None).unwrap()]);
         let issued = tokens.issue(Uuid::new_v4(), Uuid::new_v4(), now()).unwrap();
         let at = |secs| now() + TimeDelta::seconds(secs);
         assert!(tokens.verify(&issued.token, at(900 + 5)).is_ok());
@@ -383,7 +473,7 @@ mod tests {
 
     #[test]
     fn a_token_from_the_future_is_invalid() {
-        let tokens = service(&[generate_signing_key(now()).unwrap()]);
+        let tokens = service(&[generate_signing_key(now(), None).unwrap()]);
         let issued = tokens
             .issue(
                 Uuid::new_v4(),
@@ -399,8 +489,8 @@ mod tests {
 
     #[test]
     fn a_token_signed_by_an_unknown_key_is_invalid() {
-        let ours = service(&[generate_signing_key(now()).unwrap()]);
-        let theirs = service(&[generate_signing_key(now()).unwrap()]);
+        let ours = service(&[generate_signing_key(now(), None).unwrap()]);
+        let theirs = service(&[generate_signing_key(now(), None).unwrap()]);
         let forged = theirs.issue(Uuid::new_v4(), Uuid::new_v4(), now()).unwrap();
         assert!(matches!(
             ours.verify(&forged.token, now()),
@@ -410,12 +500,13 @@ mod tests {
 
     #[test]
     fn wrong_issuer_or_audience_is_invalid() {
-        let key = generate_signing_key(now()).unwrap();
+        let key = generate_signing_key(now(), None).unwrap();
         let other_iss = TokenService::new(
             "other".into(),
             "warden".into(),
             Duration::from_secs(60),
             std::slice::from_ref(&key),
+            None,
         )
         .unwrap();
         let other_aud = TokenService::new(
@@ -423,6 +514,7 @@ mod tests {
             "other".into(),
             Duration::from_secs(60),
             std::slice::from_ref(&key),
+            None,
         )
         .unwrap();
         let ours = service(&[key]);
@@ -439,7 +531,7 @@ mod tests {
 
     #[test]
     fn a_tampered_payload_is_invalid() {
-        let tokens = service(&[generate_signing_key(now()).unwrap()]);
+        let tokens = service(&[generate_signing_key(now(), None).unwrap()]);
         let issued = tokens.issue(Uuid::new_v4(), Uuid::new_v4(), now()).unwrap();
         let parts: Vec<&str> = issued.token.split('.').collect();
         let mut claims: serde_json::Value =
@@ -455,7 +547,7 @@ mod tests {
 
     #[test]
     fn garbage_empty_and_oversized_tokens_are_invalid() {
-        let tokens = service(&[generate_signing_key(now()).unwrap()]);
+        let tokens = service(&[generate_signing_key(now(), None).unwrap()]);
         for bad in ["", "abc", "a.b.c", &"x".repeat(MAX_TOKEN_BYTES + 1)] {
             assert!(
                 matches!(tokens.verify(bad, now()), Err(Error::TokenInvalid)),
@@ -467,8 +559,8 @@ mod tests {
     #[test]
     fn the_jwks_publishes_every_key_as_an_ed25519_okp_key() {
         let (a, b) = (
-            generate_signing_key(now()).unwrap(),
-            generate_signing_key(now()).unwrap(),
+            generate_signing_key(now(), None).unwrap(),
+            generate_signing_key(now(), None).unwrap(),
         );
         let tokens = service(&[a.clone(), b.clone()]);
         let jwks: serde_json::Value = serde_json::from_str(&tokens.jwks_json()).unwrap();
@@ -485,6 +577,26 @@ mod tests {
                 row.public_key
             );
         }
+    }
+
+    #[test]
+    fn the_newest_key_signs_and_every_live_key_verifies() {
+        let old = generate_signing_key(now(), None).unwrap();
+        let mut new = generate_signing_key(now(), None).unwrap();
+        new.created_at = now() + TimeDelta::seconds(1);
+        let before = service(std::slice::from_ref(&old));
+        let token = before.issue(Uuid::new_v4(), Uuid::new_v4(), now()).unwrap();
+        let after = service(&[new.clone(), old]);
+        assert!(
+            after.verify(&token.token, now()).is_ok(),
+            "the old key still verifies"
+        );
+        let fresh = after.issue(Uuid::new_v4(), Uuid::new_v4(), now()).unwrap();
+        let kid = jsonwebtoken::decode_header(&fresh.token)
+            .unwrap()
+            .kid
+            .unwrap();
+        assert_eq!(kid, new.kid);
     }
 
     #[test]

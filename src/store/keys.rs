@@ -20,3 +20,26 @@ pub async fn insert<C: ConnectionTrait>(
 ) -> Result<signing_key::Model, DbErr> {
     signing_key::ActiveModel::from(row).insert(db).await
 }
+
+/// Removes a key for good.
+pub async fn delete<C: ConnectionTrait>(db: &C, kid: &str) -> Result<u64, DbErr> {
+    Ok(signing_key::Entity::delete_by_id(kid.to_owned())
+        .exec(db)
+        .await?
+        .rows_affected)
+}
+
+pub async fn set_private_key<C: ConnectionTrait>(
+    db: &C,
+    kid: &str,
+    private_key: Vec<u8>,
+) -> Result<(), DbErr> {
+    signing_key::ActiveModel {
+        kid: sea_orm::ActiveValue::Unchanged(kid.to_owned()),
+        private_key: sea_orm::ActiveValue::Set(private_key),
+        ..Default::default()
+    }
+    .update(db)
+    .await?;
+    Ok(())
+}

@@ -7,6 +7,8 @@ mod helpers;
 mod admin;
 mod cli;
 mod health;
+mod keys;
+mod limits;
 mod lockout;
 mod login;
 mod profile;
