@@ -30,6 +30,17 @@ async fn jwks_kids(app: &TestApp) -> Vec<String> {
         .collect()
 }
 
+async fn newest_key_created_at(app: &TestApp) -> std::time::SystemTime {
+    let rows = signing_key::Entity::find().all(app.db()).await.unwrap();
+    rows.iter().map(|r| r.created_at).max().unwrap().into()
+}
+
+/// How far the manual clock must move to reach `at`.
+fn until(app: &TestApp, at: std::time::SystemTime) -> Duration {
+    let now: std::time::SystemTime = app.now().into();
+    at.duration_since(now).unwrap_or_default()
+}
+
 fn kid_of(token: &str) -> String {
     jsonwebtoken::decode_header(token).unwrap().kid.unwrap()
 }
@@ -78,8 +89,17 @@ async fn after_a_rotation_old_tokens_verify_until_they_expire_then_the_old_key_l
         "the old key still verifies"
     );
 
-    // Once no token signed by the old key can be live, it is retired.
-    app.clock.advance(Duration::from_secs(30 + 60 + 5 + 1));
+    // Once no token signed by the old key can be live, it is retired. The
+    // command stamped the new key with the real time, the server runs on a
+    // manual clock: measure from the key itself.
+    let grace = Duration::from_secs(30 + 60 + 5);
+    app.clock.advance(until(
+        &app,
+        newest_key_created_at(&app).await + grace - Duration::from_secs(1),
+    ));
+    let early = app.state.tokens.reload(app.db(), app.now()).await.unwrap();
+    assert!(early.is_empty(), "not a second early");
+    app.clock.advance(Duration::from_secs(1));
     let retired = app.state.tokens.reload(app.db(), app.now()).await.unwrap();
     assert_eq!(retired, [old_kid]);
     assert_eq!(jwks_kids(&app).await, [new_kid]);
@@ -99,15 +119,14 @@ async fn a_key_is_not_retired_while_a_token_it_signed_may_live() {
     let app = spawn_app_with(|c| c.access_token_ttl = Duration::from_secs(60)).await;
     app.admin_session().await;
     rotate(app.database.url(), None).await;
-    app.clock.advance(Duration::from_secs(30 + 60));
-    assert!(
-        app.state
-            .tokens
-            .reload(app.db(), app.now())
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    // Just short of reload interval + TTL + leeway after the new key.
+    let grace = Duration::from_secs(30 + 60 + 5);
+    app.clock.advance(until(
+        &app,
+        newest_key_created_at(&app).await + grace - Duration::from_secs(1),
+    ));
+    let retired = app.state.tokens.reload(app.db(), app.now()).await.unwrap();
+    assert!(retired.is_empty());
     assert_eq!(jwks_kids(&app).await.len(), 2);
 }
 
