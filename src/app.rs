@@ -29,8 +29,9 @@ use crate::{
         password::{Hasher, PasswordPolicy},
         tokens::{self, TokenService},
     },
-    grpc::{auth::AuthApi, bearer::BearerCheck, user_admin::UserAdminApi},
+    grpc::{auth::AuthApi, bearer::BearerCheck, observe::ObserveLayer, user_admin::UserAdminApi},
     http,
+    metrics::Metrics,
     proto::{
         FILE_DESCRIPTOR_SET,
         v1::{auth_server::AuthServer, user_admin_server::UserAdminServer},
@@ -58,15 +59,18 @@ pub struct AppState {
     pub trusted_proxies: Vec<IpNet>,
     /// Whether the database answered the last health probe.
     pub ready: AtomicBool,
+    pub metrics: Arc<Metrics>,
 }
 
 pub struct Application {
+    cors: Option<tower_http::cors::CorsLayer>,
     state: Arc<AppState>,
     grpc: TcpListener,
     http: TcpListener,
     tls: Option<ServerTlsConfig>,
     max_connections: usize,
     request_timeout: Duration,
+    drain_timeout: Duration,
 }
 
 /// Concurrent calls on one HTTP/2 connection.
@@ -129,14 +133,17 @@ impl Application {
             clock,
             trusted_proxies: config.trusted_proxies,
             ready: AtomicBool::new(false),
+            metrics: Arc::new(Metrics::new().context("metrics")?),
         });
         Ok(Self {
+            cors: cors_layer(&config.cors_origins)?,
             state,
             grpc,
             http,
             tls,
             max_connections: config.max_connections,
             request_timeout: config.request_timeout,
+            drain_timeout: config.drain_timeout,
         })
     }
 
@@ -163,12 +170,14 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let Self {
+            cors,
             state,
             grpc,
             http,
             tls,
             max_connections,
             request_timeout,
+            drain_timeout,
         } = self;
         let (reporter, health_service) = tonic_health::server::health_reporter();
         set_health(&reporter, ServingStatus::NotServing).await;
@@ -206,7 +215,13 @@ impl Application {
             BearerCheck::required(state.tokens.clone(), state.clock.clone()),
         );
 
+        // Outermost first: CORS answers browsers' preflights, grpc-web turns
+        // browser calls into gRPC, then every call is observed.
         let mut builder = Server::builder()
+            .accept_http1(true)
+            .layer(tower::util::option_layer(cors))
+            .layer(tonic_web::GrpcWebLayer::new())
+            .layer(ObserveLayer::new(state.metrics.clone()))
             .timeout(request_timeout)
             .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
@@ -232,12 +247,30 @@ impl Application {
         let http_server = axum::serve(http, http::router(state.clone()))
             .with_graceful_shutdown(stopped(stop_rx.clone()));
 
-        let (grpc_result, http_result) = tokio::join!(grpc_server, http_server.into_future());
+        let servers = async { tokio::join!(grpc_server, http_server.into_future()) };
+        let drain_limit = async {
+            stopped(stop_rx.clone()).await;
+            tokio::time::sleep(drain_timeout).await;
+        };
+        let outcome = tokio::select! {
+            results = servers => Some(results),
+            () = drain_limit => None,
+        };
         watcher.abort();
         pruner.abort();
         key_reloader.abort();
-        grpc_result.context("gRPC server")?;
-        http_result.context("HTTP side port")?;
+        match outcome {
+            Some((grpc_result, http_result)) => {
+                grpc_result.context("gRPC server")?;
+                http_result.context("HTTP side port")?;
+            }
+            // Calls still open are cut off: a deploy must not hang on a
+            // client that never hangs up.
+            None => tracing::warn!(
+                drain_timeout = %humantime::format_duration(drain_timeout),
+                "calls still in flight after the drain timeout; stopping anyway"
+            ),
+        }
         tracing::info!("stopped");
         Ok(())
     }
@@ -348,6 +381,53 @@ async fn reload_keys_periodically(state: Arc<AppState>, mut stop: watch::Receive
             tracing::warn!(error = %e, "reloading signing keys failed");
         }
     }
+}
+
+/// CORS for grpc-web from browsers: exact origins may send credentials; a
+/// wildcard never does.
+fn cors_layer(origins: &[String]) -> anyhow::Result<Option<tower_http::cors::CorsLayer>> {
+    use ::http::{HeaderName, HeaderValue, Method};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    if origins.is_empty() {
+        return Ok(None);
+    }
+    let allow_headers = [
+        "content-type",
+        "x-grpc-web",
+        "x-user-agent",
+        "grpc-timeout",
+        "authorization",
+        "x-request-id",
+    ]
+    .map(HeaderName::from_static);
+    let expose_headers = [
+        "grpc-status",
+        "grpc-message",
+        "grpc-status-details-bin",
+        "x-request-id",
+    ]
+    .map(HeaderName::from_static);
+    let layer = CorsLayer::new()
+        .allow_methods([Method::POST])
+        .allow_headers(allow_headers)
+        .expose_headers(expose_headers)
+        .max_age(Duration::from_secs(86_400));
+    if origins.iter().any(|o| o == "*") {
+        return Ok(Some(
+            layer
+                .allow_origin(AllowOrigin::any())
+                .allow_credentials(false),
+        ));
+    }
+    let list = origins
+        .iter()
+        .map(|o| HeaderValue::from_str(o).with_context(|| format!("CORS origin {o}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(Some(
+        layer
+            .allow_origin(AllowOrigin::list(list))
+            .allow_credentials(true),
+    ))
 }
 
 async fn tls_config(files: &TlsFiles) -> anyhow::Result<ServerTlsConfig> {

@@ -210,12 +210,20 @@ pub struct ServeArgs {
     #[arg(long, env = "WARDEN_MAX_CONNECTIONS", default_value_t = 1024,
           value_parser = value_parser!(u32).range(1..=65_536))]
     pub max_connections: u32,
+    /// After SIGTERM, how long calls in flight may take to finish; 0s to 10m.
+    #[arg(long, env = "WARDEN_DRAIN_TIMEOUT", default_value = "30s", value_parser = parse_drain_timeout)]
+    pub drain_timeout: Duration,
     /// How long one RPC may take before it is cancelled; 100ms to 10m.
     #[arg(long, env = "WARDEN_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_request_timeout)]
     pub request_timeout: Duration,
     /// Comma-separated CIDRs whose `x-forwarded-for` is believed.
     #[arg(long, env = "WARDEN_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_cidr)]
     pub trusted_proxies: Vec<IpNet>,
+    /// Comma-separated origins (`https://app.example.com`) whose browsers may
+    /// call over grpc-web with credentials; `*` lets any origin call, without
+    /// credentials.
+    #[arg(long, env = "WARDEN_CORS_ORIGINS", value_delimiter = ',', value_parser = parse_origin)]
+    pub cors_origins: Vec<String>,
 }
 
 impl ServeArgs {
@@ -242,6 +250,8 @@ impl ServeArgs {
             login_lockout: self.login_lockout,
             tls: self.tls.files()?,
             key_encryption_key: self.encryption.key_encryption_key,
+            cors_origins: self.cors_origins,
+            drain_timeout: self.drain_timeout,
             max_connections: self.max_connections as usize,
             request_timeout: self.request_timeout,
             trusted_proxies: self.trusted_proxies,
@@ -310,6 +320,8 @@ pub struct Config {
     pub login_lockout: Duration,
     pub tls: Option<TlsFiles>,
     pub key_encryption_key: Option<KeyEncryptionKey>,
+    pub cors_origins: Vec<String>,
+    pub drain_timeout: Duration,
     pub max_connections: usize,
     pub request_timeout: Duration,
     pub trusted_proxies: Vec<IpNet>,
@@ -384,6 +396,28 @@ pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| "resolves to no address".to_owned())
 }
 
+/// `*`, or `scheme://host[:port]` exactly as a browser sends it in `Origin`.
+fn parse_origin(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if s == "*" {
+        return Ok(s.to_owned());
+    }
+    let rest = s
+        .strip_prefix("https://")
+        .or_else(|| s.strip_prefix("http://"))
+        .ok_or_else(|| format!("`{s}` is not an origin such as https://app.example.com"))?;
+    let valid_host = !rest.is_empty()
+        && rest
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b));
+    if !valid_host {
+        return Err(format!(
+            "`{s}` is not an origin (scheme://host[:port], no path)"
+        ));
+    }
+    Ok(s.to_owned())
+}
+
 fn parse_cidr(s: &str) -> Result<IpNet, String> {
     let s = s.trim();
     s.parse::<IpNet>()
@@ -416,6 +450,10 @@ fn parse_refresh_ttl(s: &str) -> Result<Duration, String> {
 
 fn parse_lockout(s: &str) -> Result<Duration, String> {
     duration_within(s, SECOND, DAY)
+}
+
+fn parse_drain_timeout(s: &str) -> Result<Duration, String> {
+    duration_within(s, Duration::ZERO, Duration::from_secs(600))
 }
 
 fn parse_request_timeout(s: &str) -> Result<Duration, String> {
@@ -483,6 +521,21 @@ mod tests {
             .map(ToString::to_string)
             .collect();
         assert_eq!(nets, ["10.0.0.0/8", "192.168.1.1/32"]);
+    }
+
+    #[test]
+    fn cors_origins_are_origins_or_a_wildcard() {
+        assert!(parse_origin("https://app.example.com").is_ok());
+        assert!(parse_origin("http://localhost:3000").is_ok());
+        assert!(parse_origin("*").is_ok());
+        for bad in [
+            "app.example.com",
+            "https://app.example.com/",
+            "https://a.com/path",
+            "ftp://x",
+        ] {
+            assert!(parse_origin(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

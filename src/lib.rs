@@ -17,6 +17,7 @@ pub mod error;
 pub mod grpc;
 pub mod http;
 pub mod limits;
+pub mod metrics;
 pub mod proto;
 pub mod store;
 pub mod telemetry;

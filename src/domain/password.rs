@@ -134,6 +134,7 @@ pub struct Hasher {
     argon2: Argon2<'static>,
     params: Params,
     permits: Arc<Semaphore>,
+    concurrency: usize,
     /// Calls waiting for a permit, and how many may wait: beyond that a
     /// flood is answered at once instead of queueing without bound.
     waiting: AtomicUsize,
@@ -165,6 +166,7 @@ impl Hasher {
             argon2,
             params,
             permits: Arc::new(Semaphore::new(concurrency)),
+            concurrency,
             waiting: AtomicUsize::new(0),
             max_waiting: concurrency * WAITING_PER_PERMIT,
             dummy_hash,
@@ -226,6 +228,17 @@ impl Hasher {
             })
             .await?;
         Ok(known && matched)
+    }
+
+    /// Hashes waiting for a core.
+    pub fn queue_depth(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
+    /// Hashes running.
+    pub fn in_flight(&self) -> usize {
+        self.concurrency
+            .saturating_sub(self.permits.available_permits())
     }
 
     /// How many verifications ran since start: each login attempt that got

@@ -162,6 +162,10 @@ impl Accounts {
         }
     }
 
+    pub async fn count_live_sessions(&self, now: DateTime<Utc>) -> Result<u64> {
+        Ok(sessions::count_live(&self.db, now).await?)
+    }
+
     /// Deletes sessions that ended more than `RETENTION` ago, and rotated
     /// refresh tokens that expired that long ago.
     pub async fn prune(&self, now: DateTime<Utc>) -> Result<(u64, u64)> {

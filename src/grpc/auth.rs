@@ -70,7 +70,12 @@ impl Auth for AuthApi {
                 .map(|d| (d.device_id, d.device_name, d.device_type)),
             client,
         };
-        let outcome = self.state.accounts.login(attempt, now).await?;
+        let result = self.state.accounts.login(attempt, now).await;
+        self.state.metrics.observe_login(match &result {
+            Ok(_) => "success",
+            Err(e) => super::status::reason(e),
+        });
+        let outcome = result?;
         Ok(Response::new(pb::LoginResponse {
             tokens: Some(outcome.tokens.into()),
             user: Some(outcome.user.into()),

@@ -5,5 +5,6 @@ pub mod auth;
 pub mod bearer;
 pub mod client;
 pub mod convert;
+pub mod observe;
 pub mod status;
 pub mod user_admin;

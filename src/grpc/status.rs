@@ -44,6 +44,11 @@ impl From<Error> for Status {
     }
 }
 
+/// The `ErrorInfo` reason of an error, e.g. `INVALID_CREDENTIALS`.
+pub fn reason(err: &Error) -> &'static str {
+    code_and_reason(err).1
+}
+
 fn code_and_reason(err: &Error) -> (Code, &'static str) {
     match err {
         Error::InvalidArgument(_) => (Code::InvalidArgument, "INVALID_ARGUMENT"),

@@ -1,7 +1,7 @@
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, prelude::*,
-    sea_query::Expr,
+    ActiveModelTrait, Condition, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, prelude::*, sea_query::Expr,
 };
 
 use super::entities::{refresh_token, session, user};
@@ -129,4 +129,9 @@ pub async fn prune<C: ConnectionTrait>(db: &C, cutoff: DateTime<Utc>) -> Result<
         .await?
         .rows_affected;
     Ok((sessions, tokens))
+}
+
+/// Sessions neither revoked nor expired.
+pub async fn count_live<C: ConnectionTrait>(db: &C, now: DateTime<Utc>) -> Result<u64, DbErr> {
+    session::Entity::find().filter(live(now)).count(db).await
 }
