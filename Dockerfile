@@ -2,16 +2,25 @@
 
 # Build: the whole workspace, release profile, exactly the locked versions.
 FROM rust:1-bookworm AS build
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked --bin warden \
     && strip target/release/warden
+# A minimal root: the binary, the shared libraries it links (as ldd lists
+# them, so the list follows the architecture), a user and a data directory.
+RUN mkdir -p /rootfs/etc /rootfs/var/lib/warden \
+    && cp target/release/warden /rootfs/warden \
+    && ldd target/release/warden \
+       | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }' \
+       | xargs -I{} cp --parents --dereference {} /rootfs \
+    && echo 'warden:x:10001:10001:warden:/var/lib/warden:/sbin/nologin' > /rootfs/etc/passwd \
+    && echo 'warden:x:10001:' > /rootfs/etc/group
 
-# Run: a slim Debian with one static-ish binary, as an unprivileged user.
-FROM debian:bookworm-slim
-RUN groupadd --system --gid 10001 warden \
-    && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/warden --create-home warden
-COPY --from=build /src/target/release/warden /usr/local/bin/warden
+# Run: nothing but that root, as an unprivileged user.
+FROM scratch
+COPY --from=build /rootfs/ /
+COPY --from=build --chown=10001:10001 /rootfs/var/lib/warden /var/lib/warden
 USER 10001:10001
 WORKDIR /var/lib/warden
 # Inside a container the service must listen beyond loopback; the SQLite
@@ -22,6 +31,6 @@ ENV WARDEN_LISTEN=0.0.0.0:50051 \
 VOLUME ["/var/lib/warden"]
 EXPOSE 50051 9090
 HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=3 \
-    CMD ["warden", "healthcheck"]
-ENTRYPOINT ["warden"]
+    CMD ["/warden", "healthcheck"]
+ENTRYPOINT ["/warden"]
 CMD ["serve"]

@@ -276,14 +276,13 @@ impl Application {
     }
 }
 
-/// Reflection over warden's protos, health, and the `google.rpc` error
-/// details, so that `grpcurl describe` works and grpcurl can print the
-/// `ErrorInfo` and `BadRequest` of an error.
+/// Reflection over warden's protos (with the `google.rpc` error details, so
+/// that grpcurl can print the `ErrorInfo` and `BadRequest` of an error) and
+/// health's.
 fn reflection() -> tonic_reflection::server::Builder<'static> {
     tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
 }
 
 /// Resolves once the stop signal has been sent.

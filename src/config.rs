@@ -34,8 +34,9 @@ pub enum Command {
     /// Create an approved admin. The password comes from --password-stdin or
     /// WARDEN_ADMIN_PASSWORD, never from a flag.
     CreateAdmin(CreateAdminArgs),
-    /// Write the binary FileDescriptorSet of the warden protos, imports
-    /// included, to stdout (for Envoy's gRPC-JSON transcoder).
+    /// Write the binary FileDescriptorSet of the warden protos, imports and
+    /// the google.rpc error details included, to stdout (for Envoy's
+    /// gRPC-JSON transcoder).
     DescriptorSet,
     /// Exit 0 if the server at WARDEN_LISTEN reports SERVING, else 1.
     Healthcheck(HealthcheckArgs),
