@@ -15,12 +15,13 @@ RUN mkdir -p /rootfs/etc /rootfs/var/lib/warden \
        | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }' \
        | xargs -I{} cp --parents --dereference {} /rootfs \
     && echo 'warden:x:10001:10001:warden:/var/lib/warden:/sbin/nologin' > /rootfs/etc/passwd \
-    && echo 'warden:x:10001:' > /rootfs/etc/group
+    && echo 'warden:x:10001:' > /rootfs/etc/group \
+    && chown 10001:10001 /rootfs/var/lib/warden
 
 # Run: nothing but that root, as an unprivileged user.
 FROM scratch
+# COPY --from keeps ownership: the data directory belongs to the user.
 COPY --from=build /rootfs/ /
-COPY --from=build --chown=10001:10001 /rootfs/var/lib/warden /var/lib/warden
 USER 10001:10001
 WORKDIR /var/lib/warden
 # Inside a container the service must listen beyond loopback; the SQLite

@@ -25,7 +25,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Encoded by protox itself: it keeps the google.api.http options, which
     // are extensions that a round trip through prost_types would drop.
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
-    fs::write(out_dir.join("warden_descriptor.bin"), compiler.encode_file_descriptor_set())?;
+    fs::write(
+        out_dir.join("warden_descriptor.bin"),
+        compiler.encode_file_descriptor_set(),
+    )?;
 
     tonic_prost_build::configure()
         .build_client(true)

@@ -187,7 +187,10 @@ async fn descriptor_set_writes_every_proto_with_its_imports() {
         "/v1/admin/users/pending/count",
     ] {
         assert!(
-            output.stdout.windows(route.len()).any(|w| w == route.as_bytes()),
+            output
+                .stdout
+                .windows(route.len())
+                .any(|w| w == route.as_bytes()),
             "route {route} in the descriptor set"
         );
     }
