@@ -42,6 +42,11 @@ use crate::{
 /// The largest request warden decodes; a bigger one is refused from its
 /// length prefix, before any work.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// A health service name for liveness probes: SERVING for as long as the
+/// process runs, whatever the database does, so that an outage does not get
+/// every replica restarted.
+pub const LIVENESS_SERVICE: &str = "liveness";
+
 /// How often the database is pinged to keep health status current.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
 /// How often ended sessions are pruned.
@@ -181,6 +186,9 @@ impl Application {
         } = self;
         let (reporter, health_service) = tonic_health::server::health_reporter();
         set_health(&reporter, ServingStatus::NotServing).await;
+        reporter
+            .set_service_status(LIVENESS_SERVICE, ServingStatus::Serving)
+            .await;
 
         let (stop_tx, stop_rx) = watch::channel(false);
         let watcher = tokio::spawn(watch_database(

@@ -21,6 +21,15 @@ async fn health_reports_serving_for_the_server_and_each_service() {
             .status();
         assert_eq!(status, ServingStatus::Serving, "service {service:?}");
     }
+    let liveness = health
+        .check(HealthCheckRequest {
+            service: "liveness".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status();
+    assert_eq!(liveness, ServingStatus::Serving);
     let unknown = health
         .check(HealthCheckRequest {
             service: "no.such.Service".into(),

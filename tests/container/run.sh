@@ -9,8 +9,11 @@
 set -Eeuo pipefail
 
 here="$(cd "$(dirname "$0")/../.." && pwd)"
-tool="${CONTAINER_BUILD:-$here/../shared/tools/container-build.sh}"
-[ -x "$tool" ] || { echo "FAIL: no container-build.sh at $tool" >&2; exit 1; }
+tool=""
+for candidate in "${CONTAINER_BUILD:-}" "$here/../shared/tools/container-build.sh" /work/shared/tools/container-build.sh; do
+  if [ -n "$candidate" ] && [ -x "$candidate" ]; then tool="$candidate"; break; fi
+done
+[ -n "$tool" ] || { echo "FAIL: container-build.sh not found (set CONTAINER_BUILD)" >&2; exit 1; }
 tag=localhost/warden:ci
 name="warden-ci-$$"
 cleanup() { "$tool" podman rm -f "$name" >/dev/null 2>&1 || true; }
