@@ -4,7 +4,10 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, RwLock},
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -150,6 +153,9 @@ struct Verifier {
 
 /// The keys of one moment: the newest signs, all of them verify.
 struct KeyRing {
+    /// Tells rings apart, so that what was verified with an older ring (whose
+    /// keys may since have been retired) is not taken on trust.
+    generation: u64,
     signer_kid: String,
     signer: EncodingKey,
     verifiers: HashMap<String, Verifier>,
@@ -176,7 +182,11 @@ struct JwkSet<'a> {
 
 impl KeyRing {
     /// `rows` newest first, as `store::keys::live` returns them.
-    fn new(rows: &[signing_key::Model], kek: Option<&KeyEncryptionKey>) -> Result<Self> {
+    fn new(
+        rows: &[signing_key::Model],
+        kek: Option<&KeyEncryptionKey>,
+        generation: u64,
+    ) -> Result<Self> {
         let newest = rows
             .first()
             .ok_or_else(|| anyhow::anyhow!("no signing key"))?;
@@ -201,6 +211,7 @@ impl KeyRing {
         }
         let jwks_json = serde_json::to_string(&JwkSet { keys: jwks }).context("JWKS")?;
         Ok(Self {
+            generation,
             signer_kid: newest.kid.clone(),
             signer: EncodingKey::from_ed_der(&key_encryption::open(
                 kek,
@@ -225,6 +236,28 @@ fn derive_secret(private_key: &[u8], label: &[u8]) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
+/// How many verified tokens are remembered. A token is about 400 bytes but
+/// is remembered by its SHA-256, so this is about 2 MiB at most; at 15
+/// minutes per token it covers some 18 new tokens a second before the
+/// oldest are forgotten (and then only verified again).
+const VERIFIED_CACHE_CAPACITY: usize = 16_384;
+
+/// What the signature of a token vouched for, remembered so that a token
+/// presented again (every call of a client carries the same one until it
+/// expires) is not verified again: an Ed25519 verification is most of the
+/// cost of a token check. Only what the token itself says is remembered;
+/// the times are checked against `now` on every use, and the session and
+/// the account are read from the database by the caller on every call, so
+/// the cache never lets a revoked session or a demoted admin through.
+#[derive(Debug, Clone, Copy)]
+struct Vouched {
+    token: VerifiedToken,
+    not_before: i64,
+    expires: i64,
+    /// The key ring that verified it.
+    generation: u64,
+}
+
 /// Issues and verifies access tokens.
 pub struct TokenService {
     kek: Option<KeyEncryptionKey>,
@@ -233,6 +266,10 @@ pub struct TokenService {
     ttl: Duration,
     validation: Validation,
     ring: RwLock<Arc<KeyRing>>,
+    /// Keyed by the SHA-256 of the whole token: a token that differs in any
+    /// byte is another key, so nothing unverified is ever found here.
+    vouched: quick_cache::sync::Cache<[u8; 32], Vouched>,
+    signature_checks: AtomicU64,
 }
 
 impl TokenService {
@@ -252,7 +289,7 @@ impl TokenService {
         validation.validate_exp = false;
         validation.validate_nbf = false;
         validation.leeway = 0;
-        let ring = RwLock::new(Arc::new(KeyRing::new(keys, kek.as_ref())?));
+        let ring = RwLock::new(Arc::new(KeyRing::new(keys, kek.as_ref(), 0)?));
         Ok(Self {
             kek,
             issuer,
@@ -260,6 +297,8 @@ impl TokenService {
             ttl,
             validation,
             ring,
+            vouched: quick_cache::sync::Cache::new(VERIFIED_CACHE_CAPACITY),
+            signature_checks: AtomicU64::new(0),
         })
     }
 
@@ -300,10 +339,35 @@ impl TokenService {
     /// Checks everything a token carries: algorithm pinned to EdDSA, `typ`,
     /// a known `kid`, the signature, `iss`, `aud`, `exp` and `nbf` (with
     /// `LEEWAY_SECONDS`). Session and account state are the caller's part.
+    /// A token seen before with the same keys is not verified again; its
+    /// times are checked all the same.
     pub fn verify(&self, token: &str, now: DateTime<Utc>) -> Result<VerifiedToken> {
         if token.is_empty() || token.len() > MAX_TOKEN_BYTES {
             return Err(Error::TokenInvalid);
         }
+        let ring = self.ring();
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let vouched = match self.vouched.get(&digest) {
+            Some(v) if v.generation == ring.generation => v,
+            _ => {
+                let v = self.verify_signature(&ring, token)?;
+                self.vouched.insert(digest, v);
+                v
+            }
+        };
+        let now = now.timestamp();
+        if now > vouched.expires.saturating_add(LEEWAY_SECONDS) {
+            return Err(Error::TokenExpired);
+        }
+        if now.saturating_add(LEEWAY_SECONDS) < vouched.not_before {
+            return Err(Error::TokenInvalid);
+        }
+        Ok(vouched.token)
+    }
+
+    /// The signature and every claim that does not depend on the time.
+    fn verify_signature(&self, ring: &KeyRing, token: &str) -> Result<Vouched> {
+        self.signature_checks.fetch_add(1, Ordering::Relaxed);
         let header = jsonwebtoken::decode_header(token).map_err(|_| Error::TokenInvalid)?;
         let typ_ok = header.typ.as_deref().is_some_and(|t| {
             t.eq_ignore_ascii_case(ACCESS_TOKEN_TYPE)
@@ -312,7 +376,6 @@ impl TokenService {
         if header.alg != Algorithm::EdDSA || !typ_ok {
             return Err(Error::TokenInvalid);
         }
-        let ring = self.ring();
         let verifier = header
             .kid
             .as_deref()
@@ -321,20 +384,18 @@ impl TokenService {
         let claims = jsonwebtoken::decode::<AccessClaims>(token, &verifier.key, &self.validation)
             .map_err(|_| Error::TokenInvalid)?
             .claims;
-        let now = now.timestamp();
-        if now > claims.exp.saturating_add(LEEWAY_SECONDS) {
-            return Err(Error::TokenExpired);
-        }
-        if now.saturating_add(LEEWAY_SECONDS) < claims.nbf {
-            return Err(Error::TokenInvalid);
-        }
         let user_id = Uuid::try_parse(&claims.sub).map_err(|_| Error::TokenInvalid)?;
         let session_id = Uuid::try_parse(&claims.sid).map_err(|_| Error::TokenInvalid)?;
         let expires_at = DateTime::from_timestamp(claims.exp, 0).ok_or(Error::TokenInvalid)?;
-        Ok(VerifiedToken {
-            user_id,
-            session_id,
-            expires_at,
+        Ok(Vouched {
+            token: VerifiedToken {
+                user_id,
+                session_id,
+                expires_at,
+            },
+            not_before: claims.nbf,
+            expires: claims.exp,
+            generation: ring.generation,
         })
     }
 
@@ -373,11 +434,32 @@ impl TokenService {
             && rows.iter().all(|r| current.verifiers.contains_key(&r.kid))
             && current.signer_kid == rows[0].kid;
         if !same {
-            let ring = Arc::new(KeyRing::new(&rows, self.kek.as_ref())?);
-            tracing::info!(signing = %ring.signer_kid, published = rows.len(), "signing keys reloaded");
-            *self.ring.write().unwrap_or_else(|e| e.into_inner()) = ring;
+            self.replace_keys(&rows)?;
         }
         Ok(retired)
+    }
+
+    /// Signs and verifies with `rows` (newest first) from now on. What the
+    /// old keys verified is verified again before it is trusted, and the
+    /// remembered verdicts are dropped.
+    fn replace_keys(&self, rows: &[signing_key::Model]) -> Result<()> {
+        let mut current = self.ring.write().unwrap_or_else(|e| e.into_inner());
+        let ring = Arc::new(KeyRing::new(
+            rows,
+            self.kek.as_ref(),
+            current.generation.wrapping_add(1),
+        )?);
+        tracing::info!(signing = %ring.signer_kid, published = rows.len(), "signing keys reloaded");
+        *current = ring;
+        drop(current);
+        self.vouched.clear();
+        Ok(())
+    }
+
+    /// How many tokens had their signature checked since start (the rest
+    /// were remembered).
+    pub fn signature_checks(&self) -> u64 {
+        self.signature_checks.load(Ordering::Relaxed)
     }
 
     /// Keys for page tokens: the first seals, any opens.
@@ -597,6 +679,56 @@ mod tests {
             .kid
             .unwrap();
         assert_eq!(kid, new.kid);
+    }
+
+    #[test]
+    fn a_token_seen_before_is_not_verified_again_but_still_expires() {
+        let tokens = service(&[generate_signing_key(now(), None).unwrap()]);
+        let issued = tokens.issue(Uuid::new_v4(), Uuid::new_v4(), now()).unwrap();
+        let first = tokens.verify(&issued.token, now()).unwrap();
+        let again = tokens.verify(&issued.token, now()).unwrap();
+        assert_eq!(first, again);
+        assert_eq!(tokens.signature_checks(), 1);
+        assert!(matches!(
+            tokens.verify(&issued.token, now() + TimeDelta::seconds(900 + 6)),
+            Err(Error::TokenExpired)
+        ));
+    }
+
+    #[test]
+    fn a_token_altered_after_the_genuine_one_was_seen_is_still_invalid() {
+        let tokens = service(&[generate_signing_key(now(), None).unwrap()]);
+        let issued = tokens.issue(Uuid::new_v4(), Uuid::new_v4(), now()).unwrap();
+        tokens.verify(&issued.token, now()).unwrap();
+        let (head, signature) = issued.token.rsplit_once('.').unwrap();
+        let mut flipped = signature.as_bytes().to_vec();
+        flipped[0] = if flipped[0] == b'A' { b'B' } else { b'A' };
+        let forged = format!("{head}.{}", String::from_utf8(flipped).unwrap());
+        assert!(matches!(
+            tokens.verify(&forged, now()),
+            Err(Error::TokenInvalid)
+        ));
+        assert!(matches!(
+            tokens.verify(&format!("{} ", issued.token), now()),
+            Err(Error::TokenInvalid)
+        ));
+    }
+
+    #[test]
+    fn a_remembered_token_of_a_retired_key_stops_verifying() {
+        let old = generate_signing_key(now(), None).unwrap();
+        let mut new = generate_signing_key(now(), None).unwrap();
+        new.created_at = now() + TimeDelta::seconds(1);
+        let tokens = service(&[new.clone(), old.clone()]);
+        let signed_by_old = service(&[old])
+            .issue(Uuid::new_v4(), Uuid::new_v4(), now())
+            .unwrap();
+        assert!(tokens.verify(&signed_by_old.token, now()).is_ok());
+        tokens.replace_keys(&[new]).unwrap();
+        assert!(matches!(
+            tokens.verify(&signed_by_old.token, now()),
+            Err(Error::TokenInvalid)
+        ));
     }
 
     #[test]
