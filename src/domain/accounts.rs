@@ -18,6 +18,7 @@ use crate::{
     error::{Error, FieldViolation, Result},
     store::{
         self,
+        bearer_lookups::BearerLookups,
         entities::{refresh_token, session, user},
         sessions, users,
     },
@@ -79,6 +80,7 @@ pub(super) struct Lockout {
 /// `profile.rs`, `lockout.rs` and `admin.rs`.
 pub struct Accounts {
     pub(super) db: DatabaseConnection,
+    bearer_lookups: BearerLookups,
     pub(super) hasher: Hasher,
     pub(super) policy: PasswordPolicy,
     pub(super) tokens: Arc<TokenService>,
@@ -94,6 +96,7 @@ impl Accounts {
         settings: AccountSettings,
     ) -> Result<Self> {
         Ok(Self {
+            bearer_lookups: BearerLookups::new(db.clone()),
             db,
             hasher,
             policy: settings.policy,
@@ -277,7 +280,9 @@ impl Accounts {
     /// token's user, and that user must be approved. Read on every call, so a
     /// revocation or a disabled account takes effect at once.
     pub async fn authorize(&self, token: &VerifiedToken, now: DateTime<Utc>) -> Result<Principal> {
-        let (session, account) = sessions::find_with_user(&self.db, token.session_id)
+        let (session, account) = self
+            .bearer_lookups
+            .find(token.session_id)
             .await?
             .ok_or(Error::SessionRevoked)?;
         if session.user_id != token.user_id {

@@ -1,0 +1,145 @@
+//! The read behind every bearer call: a session with its user. Under load
+//! many calls want it at the same moment, so the calls that arrive while
+//! earlier reads are under way are answered together, by one query, as soon
+//! as a read finishes. Each call is still answered from a read that started
+//! after the call arrived, so a revocation committed before a call is always
+//! seen by it; what changes is only how many round trips the database makes.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use sea_orm::{DatabaseConnection, DbErr, prelude::*};
+use tokio::sync::oneshot;
+
+use super::entities::{session, user};
+
+pub type SessionWithUser = (session::Model, user::Model);
+type Answer = Result<Option<SessionWithUser>, DbErr>;
+
+/// Reads under way at once. More would only queue for the pool's
+/// connections; fewer batches means larger ones.
+const MAX_READS_IN_FLIGHT: usize = 4;
+/// Ids in one query at most. Batches are padded to a power of two, so that
+/// a connection keeps at most a handful of prepared statements for them.
+const MAX_BATCH: usize = 64;
+
+/// Cheap to clone: every clone shares the queue.
+#[derive(Clone)]
+pub struct BearerLookups {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: DatabaseConnection,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    waiting: Vec<(Uuid, oneshot::Sender<Answer>)>,
+    in_flight: usize,
+}
+
+impl BearerLookups {
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                db,
+                state: Mutex::new(State::default()),
+            }),
+        }
+    }
+
+    /// The session `id` and its user, if the session exists.
+    pub async fn find(&self, id: Uuid) -> Answer {
+        let (tx, rx) = oneshot::channel();
+        let start = {
+            let mut state = self.inner.lock();
+            state.waiting.push((id, tx));
+            if state.in_flight < MAX_READS_IN_FLIGHT {
+                state.in_flight += 1;
+                Some(state.take_batch())
+            } else {
+                None
+            }
+        };
+        // The read runs on its own task: a caller that gives up (a client
+        // gone, a deadline) must not take the answers of the others with it.
+        if let Some(batch) = start {
+            tokio::spawn(self.inner.clone().read_until_drained(batch));
+        }
+        rx.await.unwrap_or_else(|_| {
+            Err(DbErr::Custom(
+                "the session read was abandoned (runtime shutting down)".to_owned(),
+            ))
+        })
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Answers `batch`, then whatever queued meanwhile, until nothing waits.
+    async fn read_until_drained(self: Arc<Self>, mut batch: Vec<(Uuid, oneshot::Sender<Answer>)>) {
+        loop {
+            self.answer(batch).await;
+            let mut state = self.lock();
+            if state.waiting.is_empty() {
+                state.in_flight -= 1;
+                return;
+            }
+            batch = state.take_batch();
+        }
+    }
+
+    async fn answer(&self, batch: Vec<(Uuid, oneshot::Sender<Answer>)>) {
+        let ids: Vec<Uuid> = batch.iter().map(|(id, _)| *id).collect();
+        match read(&self.db, ids).await {
+            Ok(found) => {
+                for (id, tx) in batch {
+                    let _ = tx.send(Ok(found.get(&id).cloned()));
+                }
+            }
+            Err(e) => {
+                for (_, tx) in batch {
+                    let _ = tx.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+impl State {
+    fn take_batch(&mut self) -> Vec<(Uuid, oneshot::Sender<Answer>)> {
+        if self.waiting.len() <= MAX_BATCH {
+            std::mem::take(&mut self.waiting)
+        } else {
+            self.waiting.drain(..MAX_BATCH).collect()
+        }
+    }
+}
+
+/// One query for all of `ids` (duplicates allowed).
+async fn read(
+    db: &DatabaseConnection,
+    mut ids: Vec<Uuid>,
+) -> Result<HashMap<Uuid, SessionWithUser>, DbErr> {
+    ids.sort_unstable();
+    ids.dedup();
+    if let Some(&last) = ids.last() {
+        ids.resize(ids.len().next_power_of_two(), last);
+    }
+    let rows = session::Entity::find()
+        .filter(session::Column::Id.is_in(ids))
+        .find_also_related(user::Entity)
+        .all(db)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(s, u)| u.map(|u| (s.id, (s, u))))
+        .collect())
+}
