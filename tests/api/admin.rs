@@ -773,6 +773,57 @@ async fn pagination_covers_every_user_once_while_others_register() {
     );
 }
 
+/// Totals per status are kept by the database as users come, change and go;
+/// each must equal a count of the users themselves.
+#[tokio::test]
+async fn total_sizes_follow_every_kind_of_change() {
+    let (app, admin, _) = setup().await;
+    let total = async |status: UserStatus| {
+        admin
+            .list(pb::ListUsersRequest {
+                status: status.into(),
+                page_size: 1,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .total_size
+    };
+    let expect = async |all, pending, approved, disabled| {
+        assert_eq!(
+            (
+                total(UserStatus::Unspecified).await,
+                total(UserStatus::Pending).await,
+                total(UserStatus::Approved).await,
+                total(UserStatus::Disabled).await,
+                admin.count_pending().await.unwrap(),
+            ),
+            (all, pending, approved, disabled, i64::from(pending))
+        );
+    };
+    expect(1, 0, 1, 0).await;
+    let a = app.register("a@example.com", PASSWORD).await.unwrap();
+    let b = app.register("b@example.com", PASSWORD).await.unwrap();
+    admin.create("c@example.com", false).await.unwrap();
+    expect(4, 2, 2, 0).await;
+    admin.set_status(&a.id, UserStatus::Approved).await.unwrap();
+    admin.set_status(&a.id, UserStatus::Approved).await.unwrap();
+    expect(4, 1, 3, 0).await;
+    admin.set_status(&b.id, UserStatus::Disabled).await.unwrap();
+    admin
+        .update(pb::UpdateUserRequest {
+            user_id: a.id.clone(),
+            display_name: Some("Renamed".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    expect(4, 0, 3, 1).await;
+    admin.delete(&b.id).await.unwrap();
+    admin.delete(&a.id).await.unwrap();
+    expect(2, 0, 2, 0).await;
+}
+
 #[tokio::test]
 async fn users_are_filtered_by_status_and_email() {
     let (app, admin, _) = setup().await;

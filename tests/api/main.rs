@@ -12,6 +12,7 @@ mod keys;
 mod limits;
 mod lockout;
 mod login;
+mod migrations;
 mod profile;
 mod register;
 mod secrets;

@@ -3,3 +3,4 @@ pub mod refresh_token;
 pub mod session;
 pub mod signing_key;
 pub mod user;
+pub mod user_count;
