@@ -379,3 +379,40 @@ async fn ended_sessions_are_pruned_after_the_retention_period() {
     assert!(all.iter().all(|s| s.id != ended_id), "pruned after it");
     assert_eq!(all.len(), 1, "the live session stays");
 }
+
+/// Concurrent bearer calls share database reads; each must still be answered
+/// with its own session and user, and a revoked session among them refused.
+#[tokio::test]
+async fn concurrent_bearer_calls_each_get_their_own_account() {
+    let app = registered_admin().await;
+    let mut tokens = Vec::new();
+    for i in 0..12 {
+        let email = format!("user{i}@example.com");
+        let user = app.register(&email, PASSWORD).await.unwrap();
+        set_status(&app, &user.id, user::Status::Approved).await;
+        let login = app.login(&email, PASSWORD).await.unwrap();
+        tokens.push((email, login.tokens.unwrap().access_token));
+    }
+    let (revoked_email, revoked_token) = tokens.pop().unwrap();
+    app.logout(&revoked_token, false).await.unwrap();
+    let app = &app;
+    for _ in 0..5 {
+        let calls = tokens.iter().flat_map(|(email, token)| {
+            (0..4).map(move |_| async move {
+                let bearer = format!("Bearer {token}");
+                (email, app.get_me(Some(&bearer)).await)
+            })
+        });
+        for (email, me) in join_all(calls).await {
+            assert_eq!(&me.unwrap().email, email);
+        }
+        let bearer = format!("Bearer {revoked_token}");
+        let (revoked, others) = tokio::join!(
+            app.get_me(Some(&bearer)),
+            join_all(tokens.iter().map(|(_, t)| app.validate(t)))
+        );
+        assert_error(revoked, Code::Unauthenticated, "SESSION_REVOKED");
+        assert!(others.iter().all(|answer| answer.active));
+        assert!(!app.validate(&revoked_token).await.active, "{revoked_email}");
+    }
+}
