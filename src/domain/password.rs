@@ -2,7 +2,7 @@
 
 use std::{
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicU64, AtomicUsize, Ordering},
     },
     time::Duration,
@@ -10,7 +10,8 @@ use std::{
 
 use anyhow::Context as _;
 use argon2::{
-    Algorithm, Argon2, Params, PasswordHash, PasswordHasher as _, PasswordVerifier as _, Version,
+    Algorithm, Argon2, Block, Params, PasswordHash, Version,
+    password_hash::phc::{Output, ParamsString, Salt},
 };
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Semaphore;
@@ -133,6 +134,7 @@ impl HashingCost {
 pub struct Hasher {
     argon2: Argon2<'static>,
     params: Params,
+    workspaces: Arc<Workspaces>,
     permits: Arc<Semaphore>,
     concurrency: usize,
     /// Calls waiting for a permit, and how many may wait: beyond that a
@@ -146,6 +148,92 @@ pub struct Hasher {
     verifications: AtomicU64,
 }
 
+/// argon2's working memory (`m` KiB), kept between hashes: one per permit
+/// at most, allocated at first use. Allocating it for every hash costs page
+/// faults and zeroing, and the freed 19 MiB blocks linger in the allocator's
+/// per-thread arenas: under a login flood the process grew past 600 MiB.
+struct Workspaces {
+    blocks: usize,
+    free: Mutex<Vec<Vec<Block>>>,
+}
+
+impl Workspaces {
+    fn new(params: &Params) -> Self {
+        Self {
+            blocks: params.block_count(),
+            free: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Runs `work` in a workspace, which is wiped before it goes back: it
+    /// holds what the password was hashed into.
+    fn with<T>(&self, work: impl FnOnce(&mut [Block]) -> T) -> T {
+        let taken = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut workspace = taken.unwrap_or_else(|| vec![Block::default(); self.blocks]);
+        let result = work(&mut workspace);
+        workspace.fill(Block::default());
+        self.free
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(workspace);
+        result
+    }
+}
+
+/// A PHC string of `password` made with `argon2`'s parameters and a fresh
+/// salt, computed in `memory`.
+fn hash_in(argon2: &Argon2<'_>, memory: &mut [Block], password: &[u8]) -> Result<String> {
+    let fail = |e: &dyn std::fmt::Display| Error::Unexpected(anyhow::anyhow!("argon2: {e}"));
+    let mut salt = [0u8; 16];
+    getrandom::fill(&mut salt).map_err(|e| fail(&e))?;
+    let mut output = [0u8; Params::DEFAULT_OUTPUT_LEN];
+    argon2
+        .hash_password_into_with_memory(password, &salt, &mut output, memory)
+        .map_err(|e| fail(&e))?;
+    let phc = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(argon2.params()).map_err(|e| fail(&e))?,
+        salt: Some(Salt::new(&salt).map_err(|e| fail(&e))?),
+        hash: Some(Output::new(&output).map_err(|e| fail(&e))?),
+    };
+    Ok(phc.to_string())
+}
+
+/// Whether `password` hashes to `phc`, with the parameters `phc` names,
+/// computed in `memory` (or in memory of its own if `phc` needs more). The
+/// comparison takes constant time.
+fn verify_in(memory: &mut [Block], password: &[u8], phc: &str) -> bool {
+    let Ok(hash) = PasswordHash::new(phc) else {
+        return false;
+    };
+    let (Some(salt), Some(expected)) = (&hash.salt, &hash.hash) else {
+        return false;
+    };
+    let Ok(algorithm) = Algorithm::try_from(hash.algorithm.as_str()) else {
+        return false;
+    };
+    let version = match hash.version.map(Version::try_from).transpose() {
+        Ok(version) => version.unwrap_or_default(),
+        Err(_) => return false,
+    };
+    let Ok(params) = Params::try_from(&hash) else {
+        return false;
+    };
+    let blocks = params.block_count();
+    let argon2 = Argon2::new(algorithm, version, params);
+    let mut output = [0u8; Output::MAX_LENGTH];
+    let Some(output) = output.get_mut(..expected.len()) else {
+        return false;
+    };
+    let computed = if blocks <= memory.len() {
+        argon2.hash_password_into_with_memory(password, salt, output, &mut *memory)
+    } else {
+        argon2.hash_password_into(password, salt, output)
+    };
+    computed.is_ok() && Output::new(output).is_ok_and(|o| &o == expected)
+}
+
 /// How many calls may wait for a hashing permit, per permit.
 const WAITING_PER_PERMIT: usize = 32;
 /// What a client is told to wait when the queue is full.
@@ -155,16 +243,20 @@ impl Hasher {
     pub fn new(cost: HashingCost, concurrency: usize) -> Result<Self> {
         let params = cost.params()?;
         let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+        let workspaces = Arc::new(Workspaces::new(&params));
         let mut random = [0u8; 32];
         getrandom::fill(&mut random).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
-        let dummy_hash = argon2
-            .hash_password(&random)
-            .map_err(|e| anyhow::anyhow!("argon2: {e}"))?
-            .to_string();
+        // Made in memory of its own, so that an idle server holds none.
+        let dummy_hash = hash_in(
+            &argon2,
+            &mut vec![Block::default(); params.block_count()],
+            &random,
+        )?;
         let concurrency = concurrency.max(1);
         Ok(Self {
             argon2,
             params,
+            workspaces,
             permits: Arc::new(Semaphore::new(concurrency)),
             concurrency,
             waiting: AtomicUsize::new(0),
@@ -202,29 +294,25 @@ impl Hasher {
 
     async fn hash_normalized(&self, password: SecretString) -> Result<String> {
         let argon2 = self.argon2.clone();
-        self.blocking(move || {
-            argon2
-                .hash_password(password.expose_secret().as_bytes())
-                .map(|h| h.to_string())
-                .map_err(|e| Error::Unexpected(anyhow::anyhow!("argon2: {e}")))
-        })
-        .await
+        self.blocking(move |memory| hash_in(&argon2, memory, password.expose_secret().as_bytes()))
+            .await
     }
 
     /// Whether `password` matches `phc`. With no hash (no such account) the
     /// dummy hash is verified instead and the answer is `false`, after the
     /// same work.
     pub async fn verify(&self, password: &SecretString, phc: Option<&str>) -> Result<bool> {
-        let argon2 = self.argon2.clone();
         let password = normalize(password.expose_secret());
         let known = phc.is_some();
         let phc = phc.unwrap_or(&self.dummy_hash).to_owned();
         self.verifications.fetch_add(1, Ordering::Relaxed);
         let matched = self
-            .blocking(move || {
-                Ok(argon2
-                    .verify_password(password.expose_secret().as_bytes(), phc.as_str())
-                    .is_ok())
+            .blocking(move |memory| {
+                Ok(verify_in(
+                    memory,
+                    password.expose_secret().as_bytes(),
+                    phc.as_str(),
+                ))
             })
             .await?;
         Ok(known && matched)
@@ -249,7 +337,7 @@ impl Hasher {
 
     async fn blocking<T, F>(&self, work: F) -> Result<T>
     where
-        F: FnOnce() -> Result<T> + Send + 'static,
+        F: FnOnce(&mut [Block]) -> Result<T> + Send + 'static,
         T: Send + 'static,
     {
         if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.max_waiting {
@@ -262,12 +350,14 @@ impl Hasher {
         self.waiting.fetch_sub(1, Ordering::SeqCst);
         let permit = permit.context("hashing pool closed")?;
         let span = tracing::Span::current();
+        let workspaces = self.workspaces.clone();
         // The permit goes with the work: if the caller gives up (a timeout, a
         // client gone), the hash still runs to its end and keeps its slot, so
-        // no more hashes run at once than there are permits.
+        // no more hashes run at once than there are permits (and no more
+        // workspaces exist).
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            span.in_scope(work)
+            span.in_scope(|| workspaces.with(work))
         })
         .await
         .context("hashing task failed")?
@@ -364,6 +454,50 @@ mod tests {
         let wrong = SecretString::from("a sturdy passphrasf");
         assert!(hasher.verify(&right, Some(&phc)).await.unwrap());
         assert!(!hasher.verify(&wrong, Some(&phc)).await.unwrap());
+    }
+
+    /// Workspaces are reused without being cleared by argon2 itself; the
+    /// hashes must still be exactly those of the argon2 crate, both ways,
+    /// whatever ran in the workspace before, and whatever memory a stored
+    /// hash asks for.
+    #[tokio::test]
+    async fn hashes_made_in_reused_workspaces_are_standard_argon2id() {
+        use argon2::{PasswordHasher as _, PasswordVerifier as _};
+        let hasher = cheap();
+        let password = SecretString::from("a sturdy passphrase");
+        for _ in 0..3 {
+            let ours = hasher.rehash(&password).await.unwrap();
+            Argon2::default()
+                .verify_password(b"a sturdy passphrase", ours.as_str())
+                .unwrap();
+            for memory_kib in [32, 64, 256] {
+                let params = Params::new(memory_kib, 2, 1, None).unwrap();
+                let theirs = Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+                    .hash_password(b"a sturdy passphrase")
+                    .unwrap()
+                    .to_string();
+                assert!(hasher.verify(&password, Some(&theirs)).await.unwrap());
+                let wrong = SecretString::from("a sturdy passphrasf");
+                assert!(!hasher.verify(&wrong, Some(&theirs)).await.unwrap());
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn there_are_never_more_workspaces_than_permits() {
+        let hasher = Arc::new(cheap());
+        let calls: Vec<_> = (0..40)
+            .map(|_| {
+                let hasher = hasher.clone();
+                tokio::spawn(async move { hasher.verify(&SecretString::from("x"), None).await })
+            })
+            .collect();
+        for call in calls {
+            call.await.unwrap().unwrap();
+        }
+        let kept = hasher.workspaces.free.lock().unwrap();
+        assert!((1..=2).contains(&kept.len()), "{} workspaces", kept.len());
+        assert!(kept.iter().all(|w| w.len() == 64));
     }
 
     #[tokio::test]
