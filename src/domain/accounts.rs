@@ -120,12 +120,14 @@ impl Accounts {
     pub async fn register(&self, account: NewAccount, now: DateTime<Utc>) -> Result<User> {
         let (email, display_name) = parse_profile(&account.email, &account.display_name)?;
         let password = self.policy.check("password", &account.password, &email)?;
+        // An overloaded server refuses before it reads the database.
+        let place = self.hasher.queue()?;
         // Cheap refusal before the expensive hash; the unique constraint
         // below still decides races.
         if users::email_exists(&self.db, email.as_str()).await? {
             return Err(Error::EmailTaken);
         }
-        let hash = self.hasher.hash(&password).await?;
+        let hash = self.hasher.hash_queued(Some(place), &password).await?;
         let row = store::serializable(&self.db, |txn| {
             let (email, display_name, hash) = (email.clone(), display_name.clone(), hash.clone());
             Box::pin(async move {
@@ -163,6 +165,8 @@ impl Accounts {
             return Err(Error::InvalidArgument(violations));
         }
 
+        // An overloaded server refuses before it reads the database.
+        let place = self.hasher.queue()?;
         // Locked out, right password or not; decided before any hashing.
         let failures = self.ensure_not_locked(&attempt.email, now).await?;
         // An address that could never have been registered simply has no
@@ -174,7 +178,7 @@ impl Accounts {
         let stored_hash = account.as_ref().map(|u| u.password_hash.0.clone());
         let matched = self
             .hasher
-            .verify(&attempt.password, stored_hash.as_deref())
+            .verify_queued(Some(place), &attempt.password, stored_hash.as_deref())
             .await?;
         let account = match account {
             Some(account) if matched => account,

@@ -234,6 +234,18 @@ fn verify_in(memory: &mut [Block], password: &[u8], phc: &str) -> bool {
     computed.is_ok() && Output::new(output).is_ok_and(|o| &o == expected)
 }
 
+/// A call's place in the hashing queue, given up when it gets a core (or
+/// gives up).
+pub struct Place<'a> {
+    waiting: &'a AtomicUsize,
+}
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// How many calls may wait for a hashing permit, per permit.
 const WAITING_PER_PERMIT: usize = 32;
 /// What a client is told to wait when the queue is full.
@@ -289,25 +301,51 @@ impl Hasher {
 
     /// A PHC string (`$argon2id$v=19$m=…,t=…,p=…$salt$hash`) with a fresh salt.
     pub async fn hash(&self, password: &NewPassword) -> Result<String> {
-        self.hash_normalized(password.0.clone()).await
+        self.hash_queued(None, password).await
+    }
+
+    /// `hash`, in a place taken with `queue` (or one taken now).
+    pub async fn hash_queued(
+        &self,
+        place: Option<Place<'_>>,
+        password: &NewPassword,
+    ) -> Result<String> {
+        let argon2 = self.argon2.clone();
+        let password = password.0.clone();
+        self.blocking(place, move |memory| {
+            hash_in(&argon2, memory, password.expose_secret().as_bytes())
+        })
+        .await
     }
 
     async fn hash_normalized(&self, password: SecretString) -> Result<String> {
         let argon2 = self.argon2.clone();
-        self.blocking(move |memory| hash_in(&argon2, memory, password.expose_secret().as_bytes()))
-            .await
+        self.blocking(None, move |memory| {
+            hash_in(&argon2, memory, password.expose_secret().as_bytes())
+        })
+        .await
     }
 
     /// Whether `password` matches `phc`. With no hash (no such account) the
     /// dummy hash is verified instead and the answer is `false`, after the
     /// same work.
     pub async fn verify(&self, password: &SecretString, phc: Option<&str>) -> Result<bool> {
+        self.verify_queued(None, password, phc).await
+    }
+
+    /// `verify`, in a place taken with `queue` (or one taken now).
+    pub async fn verify_queued(
+        &self,
+        place: Option<Place<'_>>,
+        password: &SecretString,
+        phc: Option<&str>,
+    ) -> Result<bool> {
         let password = normalize(password.expose_secret());
         let known = phc.is_some();
         let phc = phc.unwrap_or(&self.dummy_hash).to_owned();
         self.verifications.fetch_add(1, Ordering::Relaxed);
         let matched = self
-            .blocking(move |memory| {
+            .blocking(place, move |memory| {
                 Ok(verify_in(
                     memory,
                     password.expose_secret().as_bytes(),
@@ -335,19 +373,32 @@ impl Hasher {
         self.verifications.load(Ordering::Relaxed)
     }
 
-    async fn blocking<T, F>(&self, work: F) -> Result<T>
-    where
-        F: FnOnce(&mut [Block]) -> Result<T> + Send + 'static,
-        T: Send + 'static,
-    {
+    /// A place in the queue for a hash, or RATE_LIMITED at once when the
+    /// queue is full. A call that will hash takes it before any other work,
+    /// so that an overloaded server refuses it before reading the database.
+    pub fn queue(&self) -> Result<Place<'_>> {
         if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.max_waiting {
             self.waiting.fetch_sub(1, Ordering::SeqCst);
             return Err(Error::RateLimited {
                 retry_after: OVERLOAD_RETRY,
             });
         }
+        Ok(Place {
+            waiting: &self.waiting,
+        })
+    }
+
+    async fn blocking<T, F>(&self, place: Option<Place<'_>>, work: F) -> Result<T>
+    where
+        F: FnOnce(&mut [Block]) -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let place = match place {
+            Some(place) => place,
+            None => self.queue()?,
+        };
         let permit = self.permits.clone().acquire_owned().await;
-        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        drop(place);
         let permit = permit.context("hashing pool closed")?;
         let span = tracing::Span::current();
         let workspaces = self.workspaces.clone();

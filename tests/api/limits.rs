@@ -8,7 +8,9 @@ use warden::{
     proto::v1::{self as pb, auth_client::AuthClient},
 };
 
-use crate::helpers::spawn_app_with;
+use tonic_types::StatusExt as _;
+
+use crate::helpers::{ADMIN_EMAIL, PASSWORD, assert_error, spawn_app_with};
 
 #[tokio::test]
 async fn connections_beyond_the_limit_wait_until_one_closes() {
@@ -79,4 +81,29 @@ async fn a_call_that_outlives_the_request_timeout_is_cancelled() {
             .await
             .is_ok()
     );
+}
+
+/// With every place in the hashing queue taken, calls that would hash are
+/// refused at once (before any database work), and served again as soon as
+/// places free up.
+#[tokio::test]
+async fn logins_and_registrations_are_refused_while_the_hashing_queue_is_full() {
+    let app = spawn_app_with(|_| {}).await;
+    app.register(ADMIN_EMAIL, PASSWORD).await.unwrap();
+    let hasher = app.state.accounts.hasher();
+    let mut places = Vec::new();
+    while let Ok(place) = hasher.queue() {
+        places.push(place);
+    }
+    assert!(!places.is_empty());
+    for result in [
+        app.login(ADMIN_EMAIL, PASSWORD).await.map(|_| ()),
+        app.register("late@example.com", PASSWORD).await.map(|_| ()),
+    ] {
+        let status = assert_error(result, Code::ResourceExhausted, "RATE_LIMITED");
+        assert!(status.get_details_retry_info().is_some());
+    }
+    drop(places);
+    assert!(app.login(ADMIN_EMAIL, PASSWORD).await.is_ok());
+    assert!(app.register("late@example.com", PASSWORD).await.is_ok());
 }

@@ -413,6 +413,9 @@ async fn concurrent_bearer_calls_each_get_their_own_account() {
         );
         assert_error(revoked, Code::Unauthenticated, "SESSION_REVOKED");
         assert!(others.iter().all(|answer| answer.active));
-        assert!(!app.validate(&revoked_token).await.active, "{revoked_email}");
+        assert!(
+            !app.validate(&revoked_token).await.active,
+            "{revoked_email}"
+        );
     }
 }
