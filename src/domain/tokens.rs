@@ -109,6 +109,19 @@ pub async fn load_or_create_keys(
     now: DateTime<Utc>,
     kek: Option<&KeyEncryptionKey>,
 ) -> Result<Vec<signing_key::Model>> {
+    // The usual start: keys exist and need no change. Decided by a plain
+    // read, so that a read-only database still starts and serves reads.
+    let live = keys::live(db).await?;
+    let needs_sealing = kek.is_some()
+        && live
+            .iter()
+            .any(|r| !key_encryption::is_sealed(&r.private_key));
+    if !live.is_empty() && !needs_sealing {
+        for row in &live {
+            key_encryption::open(kek, &row.kid, &row.private_key)?;
+        }
+        return Ok(live);
+    }
     store::serializable(db, |txn| {
         let kek = kek.cloned();
         Box::pin(async move {

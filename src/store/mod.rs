@@ -8,14 +8,14 @@ pub mod refresh_tokens;
 pub mod sessions;
 pub mod users;
 
-use std::{future::Future, pin::Pin, time::Duration};
+use std::{collections::HashSet, future::Future, pin::Pin, time::Duration};
 
 use sea_orm::{
-    ConnectOptions, Database, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
-    IsolationLevel, SqliteTransactionMode, TransactionOptions, TransactionTrait,
-    sqlx::sqlite::SqliteJournalMode,
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend,
+    DbErr, IsolationLevel, SqliteTransactionMode, TransactionOptions, TransactionTrait,
+    sqlx::{self, Executor as _, sqlite::SqliteJournalMode},
 };
-use warden_migrations::{Migrator, MigratorTrait};
+use warden_migrations::{IntoSchemaManagerConnection, Migrator, MigratorTrait, SchemaManager};
 
 use crate::error::Result;
 
@@ -57,9 +57,151 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
     Database::connect(options).await
 }
 
-/// Applies every pending migration.
+/// The lock that lets one process at a time migrate a PostgreSQL database;
+/// its key is derived from this name.
+const MIGRATION_LOCK: &str = "warden schema migrations";
+
+/// Applies every pending migration, safely when several processes start at
+/// once: PostgreSQL serialises them with an advisory lock held on a
+/// connection of its own, SQLite with its write lock (`BEGIN IMMEDIATE`
+/// around the whole run). A database that is up to date is only read, so a
+/// read-only database still starts. A database migrated by a newer release
+/// (it lists migrations this binary does not know) is left as it is: that
+/// is an older replica during a rolling upgrade, or a rollback.
 pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
-    Migrator::up(db, None).await
+    match check_schema(db).await? {
+        Schema::Current => return Ok(()),
+        Schema::Newer(unknown) => {
+            tracing::warn!(
+                migrations = %unknown.join(", "),
+                "the database schema is newer than this release; running on it unchanged"
+            );
+            return Ok(());
+        }
+        Schema::Behind => {}
+    }
+    match db.get_database_backend() {
+        DbBackend::Postgres => migrate_postgres(db).await,
+        _ => migrate_sqlite(db).await,
+    }
+}
+
+enum Schema {
+    Current,
+    Behind,
+    /// Applied migrations this binary does not know.
+    Newer(Vec<String>),
+}
+
+/// Where the database stands, read without writing anything.
+async fn check_schema<'c>(db: impl IntoSchemaManagerConnection<'c>) -> Result<Schema, DbErr> {
+    use sea_orm::sea_query::{Alias, Query};
+    let manager = SchemaManager::new(db);
+    let table = Migrator::migration_table_name();
+    let mut recorded = HashSet::new();
+    if manager.has_table(table.to_string()).await? {
+        let query = Query::select()
+            .column(Alias::new("version"))
+            .from(table)
+            .to_owned();
+        for row in manager.get_connection().query_all(&query).await? {
+            recorded.insert(row.try_get::<String>("", "version")?);
+        }
+    }
+    let known: HashSet<String> = Migrator::migrations()
+        .iter()
+        .map(|m| m.name().to_owned())
+        .collect();
+    let mut unknown: Vec<String> = recorded.difference(&known).cloned().collect();
+    unknown.sort();
+    let pending = known.iter().any(|k| !recorded.contains(k));
+    match (unknown.is_empty(), pending) {
+        (true, false) => Ok(Schema::Current),
+        (true, true) => Ok(Schema::Behind),
+        (false, false) => Ok(Schema::Newer(unknown)),
+        (false, true) => Err(DbErr::Migration(format!(
+            "the database lists migrations this release does not know ({}) and lacks some it \
+             does: it was migrated by a different line of releases",
+            unknown.join(", ")
+        ))),
+    }
+}
+
+/// Under a session-level advisory lock, held on a connection of its own and
+/// released when it is closed, whatever happens. Migrations run on another
+/// connection of their own, without the statement timeout: building an
+/// index on a large table may take long.
+async fn migrate_postgres(db: &DatabaseConnection) -> Result<(), DbErr> {
+    let conn_err = |e: sqlx::Error| DbErr::Conn(sea_orm::RuntimeErr::SqlxError(e.into()));
+    let options = (*db.get_postgres_connection_pool().connect_options()).clone();
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .min_connections(0)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                conn.execute(
+                    "SET statement_timeout = 0; SET idle_in_transaction_session_timeout = 0",
+                )
+                .await
+                .map(|_| ())
+            })
+        })
+        .connect_with(options)
+        .await
+        .map_err(conn_err)?;
+    let result = async {
+        let lock = sqlx::postgres::PgAdvisoryLock::new(MIGRATION_LOCK);
+        let conn = pool.acquire().await.map_err(conn_err)?;
+        let guard = match lock.try_acquire(conn).await.map_err(conn_err)? {
+            sqlx::Either::Left(guard) => guard,
+            sqlx::Either::Right(conn) => {
+                tracing::info!("another process is migrating the database; waiting for it");
+                lock.acquire(conn).await.map_err(conn_err)?
+            }
+        };
+        let migrations = DatabaseConnection::from(pool.clone());
+        let applied = Migrator::up(&migrations, None).await;
+        let released = guard.release_now().await.map_err(conn_err);
+        applied?;
+        released.map(drop)
+    }
+    .await;
+    pool.close().await;
+    result
+}
+
+/// Inside one `BEGIN IMMEDIATE` transaction: SQLite's single write lock is
+/// the migration lock, and DDL is transactional there, so a run that fails
+/// leaves nothing half done.
+async fn migrate_sqlite(db: &DatabaseConnection) -> Result<(), DbErr> {
+    use crate::error::{Error, Unavailability, unavailability};
+    loop {
+        let outcome = serializable(db, |txn| {
+            Box::pin(async move {
+                // Another process may have migrated while this one waited.
+                if let Schema::Behind = check_schema(txn).await? {
+                    Migrator::up(txn, None).await?;
+                }
+                Ok(())
+            })
+        })
+        .await;
+        match outcome {
+            Ok(()) => return Ok(()),
+            // The write lock stayed taken for a whole busy timeout: another
+            // process is migrating (or writing); wait on, as PostgreSQL
+            // waits for its lock.
+            Err(Error::DatabaseUnavailable(e))
+                if unavailability(&e) == Some(Unavailability::Busy) =>
+            {
+                tracing::info!("the database is locked by another process; waiting for it");
+            }
+            Err(Error::DatabaseUnavailable(e)) => return Err(e),
+            Err(other) => return Err(DbErr::Migration(format!("{other:#}"))),
+        }
+    }
 }
 
 /// Connections in the pool: (open, idle).
