@@ -82,8 +82,8 @@ pub struct Application {
 const MAX_STREAMS_PER_CONNECTION: u32 = 200;
 
 /// Connects and applies pending migrations.
-pub async fn open_database(url: &str) -> anyhow::Result<DatabaseConnection> {
-    let db = store::connect(url)
+pub async fn open_database(url: &str, timeout: Duration) -> anyhow::Result<DatabaseConnection> {
+    let db = store::connect(url, timeout)
         .await
         .context("cannot connect to the database")?;
     store::migrate(&db)
@@ -99,18 +99,21 @@ pub fn hashing_concurrency() -> usize {
 
 impl Application {
     pub async fn build(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
-        let db = open_database(&config.database_url).await?;
+        let db = open_database(&config.database_url, config.database_timeout).await?;
         let keys =
             tokens::load_or_create_keys(&db, clock.now(), config.key_encryption_key.as_ref())
                 .await
                 .context("cannot load signing keys")?;
-        let tokens = Arc::new(TokenService::new(
-            config.issuer.clone(),
-            config.audience.clone(),
-            config.access_token_ttl,
-            &keys,
-            config.key_encryption_key.clone(),
-        )?);
+        let tokens = Arc::new(
+            TokenService::new(
+                config.issuer.clone(),
+                config.audience.clone(),
+                config.access_token_ttl,
+                &keys,
+                config.key_encryption_key.clone(),
+            )?
+            .with_reload_interval(config.key_reload_interval),
+        );
         let hasher = Hasher::new(config.hashing, hashing_concurrency())?;
         let settings = AccountSettings {
             policy: PasswordPolicy {
@@ -381,7 +384,7 @@ async fn prune_periodically(state: Arc<AppState>, mut stop: watch::Receiver<bool
 async fn reload_keys_periodically(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(tokens::KEY_RELOAD_INTERVAL) => {}
+            _ = tokio::time::sleep(state.tokens.reload_interval()) => {}
             _ = stop.changed() => return,
         }
         if let Err(e) = state.tokens.reload(&state.db, state.clock.now()).await {

@@ -50,7 +50,7 @@ async fn rotate_keys(args: RotateArgs) -> ExitCode {
     init_logs(&args.log);
     let kek = args.encryption.key_encryption_key;
     let result = async {
-        let db = app::open_database(&args.database.database_url).await?;
+        let db = app::open_database(&args.database.database_url, args.database.database_timeout).await?;
         // Refuse to add a clear key next to encrypted ones, or the other
         // way round: every key must open with what the servers have.
         tokens::load_or_create_keys(&db, SystemClock.now(), kek.as_ref()).await?;
@@ -125,7 +125,7 @@ async fn shutdown_signal() {
 
 async fn migrate(args: MigrateArgs) -> ExitCode {
     init_logs(&args.log);
-    match app::open_database(&args.database.database_url).await {
+    match app::open_database(&args.database.database_url, args.database.database_timeout).await {
         Ok(_) => {
             tracing::info!("migrations applied");
             ExitCode::SUCCESS
@@ -142,7 +142,7 @@ async fn create_admin(args: CreateAdminArgs) -> ExitCode {
         Err(e) => settings_error(format!("{e:#}")),
     };
     let result = async {
-        let db = app::open_database(&args.database.database_url).await?;
+        let db = app::open_database(&args.database.database_url, args.database.database_timeout).await?;
         let hasher = Hasher::new(cost, 1)?;
         let policy = PasswordPolicy {
             min_chars: args.password.password_min_length as usize,

@@ -85,7 +85,8 @@ pub fn generate_signing_key(
 }
 
 /// How often every server reloads the signing keys from the database, so
-/// that a key rotated anywhere is used and published everywhere.
+/// that a key rotated anywhere is used and published everywhere: the
+/// default of `WARDEN_KEY_RELOAD_INTERVAL`.
 pub const KEY_RELOAD_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Adds a new signing key; it signs from the next reload on, and older
@@ -244,6 +245,7 @@ pub struct TokenService {
     issuer: String,
     audience: String,
     ttl: Duration,
+    reload_interval: Duration,
     validation: Validation,
     ring: RwLock<Arc<KeyRing>>,
 }
@@ -271,9 +273,22 @@ impl TokenService {
             issuer,
             audience,
             ttl,
+            reload_interval: KEY_RELOAD_INTERVAL,
             validation,
             ring,
         })
+    }
+
+    /// How often `reload` runs (`WARDEN_KEY_RELOAD_INTERVAL`): a replaced
+    /// key is kept that much longer, until every replica signs with its
+    /// successor.
+    pub fn with_reload_interval(mut self, interval: Duration) -> Self {
+        self.reload_interval = interval;
+        self
+    }
+
+    pub fn reload_interval(&self) -> Duration {
+        self.reload_interval
     }
 
     fn ring(&self) -> Arc<KeyRing> {
@@ -367,7 +382,7 @@ impl TokenService {
                 "every signing key is gone from the database"
             )));
         };
-        let grace = TimeDelta::from_std(KEY_RELOAD_INTERVAL + self.ttl)
+        let grace = TimeDelta::from_std(self.reload_interval + self.ttl)
             .context("key grace period")?
             + TimeDelta::seconds(LEEWAY_SECONDS);
         let retire_before = newest.created_at;

@@ -21,18 +21,22 @@ use crate::error::Result;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// How long a statement may wait for SQLite's write lock, and a query for a
-/// pooled connection, before the caller gets an error instead of a hang.
-const WAIT_LIMIT: Duration = Duration::from_secs(5);
+/// The default of `WARDEN_DATABASE_TIMEOUT`.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Connects with settings that suit a server: SQLite in WAL mode with a busy
-/// timeout (readers never block the writer), foreign keys enforced.
-pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
+/// Connects with settings that suit a server. `timeout` bounds every wait on
+/// the database, so that a call meets an error instead of a hang: opening a
+/// connection, waiting for a pooled one, and (PostgreSQL) one statement, or
+/// (SQLite) waiting for the write lock. On PostgreSQL a transaction left
+/// idle that long is ended by the server too, so a stalled process cannot
+/// hold row locks. SQLite runs in WAL mode (readers never block the
+/// writer), with foreign keys enforced.
+pub async fn connect(url: &str, timeout: Duration) -> Result<DatabaseConnection, DbErr> {
     let mut options = ConnectOptions::new(url);
     options
         .sqlx_logging(false)
-        .connect_timeout(WAIT_LIMIT)
-        .acquire_timeout(WAIT_LIMIT);
+        .connect_timeout(timeout)
+        .acquire_timeout(timeout);
     if url.starts_with("sqlite:") {
         // Every connection to an in-memory database is a database of its
         // own, so one connection must serve them all, and never close.
@@ -46,13 +50,20 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
         } else {
             options.max_connections(8).min_connections(1);
         }
-        options.map_sqlx_sqlite_opts(|o| {
+        options.map_sqlx_sqlite_opts(move |o| {
             o.journal_mode(SqliteJournalMode::Wal)
-                .busy_timeout(WAIT_LIMIT)
+                .busy_timeout(timeout)
                 .foreign_keys(true)
         });
     } else {
-        options.max_connections(16).min_connections(1);
+        let millis = timeout.as_millis().to_string();
+        options
+            .max_connections(16)
+            .min_connections(1)
+            .statement_timeout(timeout)
+            .map_sqlx_postgres_opts(move |o| {
+                o.options([("idle_in_transaction_session_timeout", millis.as_str())])
+            });
     }
     Database::connect(options).await
 }
