@@ -638,6 +638,25 @@ async fn a_read_only_database_answers_database_unavailable_while_reads_keep_work
 async fn a_call_held_up_by_a_lock_answers_database_unavailable_after_the_database_timeout() {
     let app = spawn_app_with(|c| c.database_timeout = Duration::from_millis(500)).await;
     app.register(ADMIN_EMAIL, PASSWORD).await.unwrap();
+    if app.db().get_database_backend() == DbBackend::Postgres {
+        // The server bounds statements, and transactions left idle.
+        for setting in ["statement_timeout", "idle_in_transaction_session_timeout"] {
+            let row = app
+                .db()
+                .query_one_raw(Statement::from_string(
+                    DbBackend::Postgres,
+                    format!("SHOW {setting}"),
+                ))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                row.try_get_by_index::<String>(0).unwrap(),
+                "500ms",
+                "{setting}"
+            );
+        }
+    }
 
     // Another client holds what the registration needs: the users table on
     // PostgreSQL, the one write lock on SQLite.
