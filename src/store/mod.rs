@@ -173,7 +173,13 @@ async fn migrate_postgres(db: &DatabaseConnection) -> Result<(), DbErr> {
             }
         };
         let migrations = DatabaseConnection::from(pool.clone());
-        let applied = Migrator::up(&migrations, None).await;
+        // Another process may have migrated while this one waited, maybe
+        // a newer release.
+        let applied = match check_schema(&migrations).await {
+            Ok(Schema::Behind) => Migrator::up(&migrations, None).await,
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        };
         let released = guard.release_now().await.map_err(conn_err);
         applied?;
         released.map(drop)
