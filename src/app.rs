@@ -14,7 +14,10 @@ use std::{
 use anyhow::Context as _;
 use ipnet::IpNet;
 use sea_orm::DatabaseConnection;
-use tokio::{net::TcpListener, sync::watch};
+use tokio::{
+    net::TcpListener,
+    sync::{Notify, watch},
+};
 use tonic::{
     service::interceptor::InterceptedService,
     transport::{Certificate, Identity, Server, ServerTlsConfig},
@@ -49,6 +52,12 @@ pub const LIVENESS_SERVICE: &str = "liveness";
 
 /// How often the database is pinged to keep health status current.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+/// How often it is pinged while it does not answer, so that the service is
+/// back soon after the database.
+const RECOVERY_INTERVAL: Duration = Duration::from_secs(1);
+/// The least time between two pings, however many calls meet a failing
+/// database meanwhile.
+const MIN_PROBE_GAP: Duration = Duration::from_millis(250);
 /// How often ended sessions are pruned.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
 /// How often expired login-failure counts are pruned: often, because an
@@ -64,6 +73,11 @@ pub struct AppState {
     pub trusted_proxies: Vec<IpNet>,
     /// Whether the database answered the last health probe.
     pub ready: AtomicBool,
+    /// Woken when a call meets an unavailable database, so that health
+    /// follows at once rather than at the next periodic probe.
+    pub database_trouble: Arc<Notify>,
+    /// `WARDEN_DATABASE_TIMEOUT`: also the longest a health probe waits.
+    pub database_timeout: Duration,
     pub metrics: Arc<Metrics>,
 }
 
@@ -82,8 +96,8 @@ pub struct Application {
 const MAX_STREAMS_PER_CONNECTION: u32 = 200;
 
 /// Connects and applies pending migrations.
-pub async fn open_database(url: &str) -> anyhow::Result<DatabaseConnection> {
-    let db = store::connect(url)
+pub async fn open_database(url: &str, timeout: Duration) -> anyhow::Result<DatabaseConnection> {
+    let db = store::connect(url, timeout)
         .await
         .context("cannot connect to the database")?;
     store::migrate(&db)
@@ -99,18 +113,21 @@ pub fn hashing_concurrency() -> usize {
 
 impl Application {
     pub async fn build(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
-        let db = open_database(&config.database_url).await?;
+        let db = open_database(&config.database_url, config.database_timeout).await?;
         let keys =
             tokens::load_or_create_keys(&db, clock.now(), config.key_encryption_key.as_ref())
                 .await
                 .context("cannot load signing keys")?;
-        let tokens = Arc::new(TokenService::new(
-            config.issuer.clone(),
-            config.audience.clone(),
-            config.access_token_ttl,
-            &keys,
-            config.key_encryption_key.clone(),
-        )?);
+        let tokens = Arc::new(
+            TokenService::new(
+                config.issuer.clone(),
+                config.audience.clone(),
+                config.access_token_ttl,
+                &keys,
+                config.key_encryption_key.clone(),
+            )?
+            .with_reload_interval(config.key_reload_interval),
+        );
         let hasher = Hasher::new(config.hashing, hashing_concurrency())?;
         let settings = AccountSettings {
             policy: PasswordPolicy {
@@ -138,6 +155,8 @@ impl Application {
             clock,
             trusted_proxies: config.trusted_proxies,
             ready: AtomicBool::new(false),
+            database_trouble: Arc::new(Notify::new()),
+            database_timeout: config.database_timeout,
             metrics: Arc::new(Metrics::new().context("metrics")?),
         });
         Ok(Self {
@@ -229,7 +248,10 @@ impl Application {
             .accept_http1(true)
             .layer(tower::util::option_layer(cors))
             .layer(tonic_web::GrpcWebLayer::new())
-            .layer(ObserveLayer::new(state.metrics.clone()))
+            .layer(ObserveLayer::new(
+                state.metrics.clone(),
+                state.database_trouble.clone(),
+            ))
             .timeout(request_timeout)
             .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
@@ -314,7 +336,9 @@ async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
     }
 }
 
-/// SERVING while the database answers, NOT_SERVING while it does not.
+/// SERVING while the database answers, NOT_SERVING while it does not. It
+/// is asked every `HEALTH_INTERVAL`, every `RECOVERY_INTERVAL` while it is
+/// down, and at once when a call met it unavailable.
 async fn watch_database(
     state: Arc<AppState>,
     reporter: HealthReporter,
@@ -325,7 +349,8 @@ async fn watch_database(
         if *stop.borrow() {
             return;
         }
-        let up = tokio::time::timeout(HEALTH_INTERVAL, store::ping(&state.db))
+        let probed_at = tokio::time::Instant::now();
+        let up = tokio::time::timeout(state.database_timeout, store::ping(&state.db))
             .await
             .is_ok_and(|r| r.is_ok());
         if last != Some(up) && !*stop.borrow() {
@@ -343,8 +368,16 @@ async fn watch_database(
             }
             last = Some(up);
         }
+        let interval = if up {
+            HEALTH_INTERVAL
+        } else {
+            RECOVERY_INTERVAL
+        };
         tokio::select! {
-            _ = tokio::time::sleep(HEALTH_INTERVAL) => {}
+            _ = tokio::time::sleep(interval) => {}
+            _ = state.database_trouble.notified() => {
+                tokio::time::sleep_until(probed_at + MIN_PROBE_GAP).await;
+            }
             _ = stop.changed() => {}
         }
     }
@@ -381,7 +414,7 @@ async fn prune_periodically(state: Arc<AppState>, mut stop: watch::Receiver<bool
 async fn reload_keys_periodically(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(tokens::KEY_RELOAD_INTERVAL) => {}
+            _ = tokio::time::sleep(state.tokens.reload_interval()) => {}
             _ = stop.changed() => return,
         }
         if let Err(e) = state.tokens.reload(&state.db, state.clock.now()).await {

@@ -50,7 +50,8 @@ async fn rotate_keys(args: RotateArgs) -> ExitCode {
     init_logs(&args.log);
     let kek = args.encryption.key_encryption_key;
     let result = async {
-        let db = app::open_database(&args.database.database_url).await?;
+        let db =
+            app::open_database(&args.database.database_url, args.database.database_timeout).await?;
         // Refuse to add a clear key next to encrypted ones, or the other
         // way round: every key must open with what the servers have.
         tokens::load_or_create_keys(&db, SystemClock.now(), kek.as_ref()).await?;
@@ -88,6 +89,7 @@ fn failed(e: &anyhow::Error) -> ExitCode {
 
 async fn serve(args: ServeArgs) -> ExitCode {
     init_logs(&args.log);
+    survive_file_size_limit();
     let config = args.into_config().unwrap_or_else(|e| settings_error(e));
     let app = match Application::build(config, Arc::new(SystemClock)).await {
         Ok(app) => app,
@@ -97,6 +99,29 @@ async fn serve(args: ServeArgs) -> ExitCode {
     match app.run_until_stopped(shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => failed(&e),
+    }
+}
+
+/// A write past the file size limit (`ulimit -f`, RLIMIT_FSIZE) raises
+/// SIGXFSZ, whose default action kills the process. Caught instead, the
+/// write fails with EFBIG, the database reports it like a full disk, and
+/// warden keeps serving what does not need to write.
+fn survive_file_size_limit() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::from_raw(libc::SIGXFSZ)) {
+            Ok(mut limit) => {
+                tokio::spawn(async move {
+                    while limit.recv().await.is_some() {
+                        tracing::warn!(
+                            "a write went past the file size limit (SIGXFSZ); the database cannot grow"
+                        );
+                    }
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot catch SIGXFSZ"),
+        }
     }
 }
 
@@ -125,7 +150,7 @@ async fn shutdown_signal() {
 
 async fn migrate(args: MigrateArgs) -> ExitCode {
     init_logs(&args.log);
-    match app::open_database(&args.database.database_url).await {
+    match app::open_database(&args.database.database_url, args.database.database_timeout).await {
         Ok(_) => {
             tracing::info!("migrations applied");
             ExitCode::SUCCESS
@@ -142,7 +167,8 @@ async fn create_admin(args: CreateAdminArgs) -> ExitCode {
         Err(e) => settings_error(format!("{e:#}")),
     };
     let result = async {
-        let db = app::open_database(&args.database.database_url).await?;
+        let db =
+            app::open_database(&args.database.database_url, args.database.database_timeout).await?;
         let hasher = Hasher::new(cost, 1)?;
         let policy = PasswordPolicy {
             min_chars: args.password.password_min_length as usize,

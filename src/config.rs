@@ -47,7 +47,8 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
-    /// Add a new signing key. Running servers sign with it within 30 s;
+    /// Add a new signing key. Running servers sign with it within their
+    /// WARDEN_KEY_RELOAD_INTERVAL (30 s by default);
     /// older keys keep verifying until the tokens they signed have expired,
     /// then are removed.
     Rotate(RotateArgs),
@@ -77,6 +78,11 @@ pub struct DatabaseArgs {
     /// `sqlite://…` or `postgres://…`.
     #[arg(long, env = "WARDEN_DATABASE_URL", default_value = DEFAULT_DATABASE_URL, value_parser = parse_database_url)]
     pub database_url: String,
+    /// The longest wait on the database before a call fails with
+    /// DATABASE_UNAVAILABLE: connecting, waiting for a pooled connection,
+    /// one statement (PostgreSQL) or the write lock (SQLite); 100ms to 60s.
+    #[arg(long, env = "WARDEN_DATABASE_TIMEOUT", default_value = "5s", value_parser = parse_database_timeout)]
+    pub database_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -217,6 +223,12 @@ pub struct ServeArgs {
     /// How long one RPC may take before it is cancelled; 100ms to 10m.
     #[arg(long, env = "WARDEN_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_request_timeout)]
     pub request_timeout: Duration,
+    /// How often signing keys are reloaded from the database (a key rotated
+    /// anywhere signs here, and is published here, within this time); it
+    /// also sets how long a replaced key is kept. The same on every
+    /// replica; 1s to 1h.
+    #[arg(long, env = "WARDEN_KEY_RELOAD_INTERVAL", default_value = "30s", value_parser = parse_key_reload_interval)]
+    pub key_reload_interval: Duration,
     /// Comma-separated CIDRs whose `x-forwarded-for` is believed.
     #[arg(long, env = "WARDEN_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_cidr)]
     pub trusted_proxies: Vec<IpNet>,
@@ -241,6 +253,8 @@ impl ServeArgs {
             listen: self.listen,
             http_listen: self.http_listen,
             database_url: self.database.database_url,
+            database_timeout: self.database.database_timeout,
+            key_reload_interval: self.key_reload_interval,
             issuer: self.issuer,
             audience: self.audience,
             access_token_ttl: self.access_token_ttl,
@@ -311,6 +325,8 @@ pub struct Config {
     pub listen: SocketAddr,
     pub http_listen: SocketAddr,
     pub database_url: String,
+    pub database_timeout: Duration,
+    pub key_reload_interval: Duration,
     pub issuer: String,
     pub audience: String,
     pub access_token_ttl: Duration,
@@ -461,6 +477,14 @@ fn parse_request_timeout(s: &str) -> Result<Duration, String> {
     duration_within(s, Duration::from_millis(100), Duration::from_secs(600))
 }
 
+fn parse_database_timeout(s: &str) -> Result<Duration, String> {
+    duration_within(s, Duration::from_millis(100), Duration::from_secs(60))
+}
+
+fn parse_key_reload_interval(s: &str) -> Result<Duration, String> {
+    duration_within(s, SECOND, Duration::from_secs(3600))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -486,6 +510,34 @@ mod tests {
             (c.max_connections, c.request_timeout),
             (1024, Duration::from_secs(30))
         );
+        assert_eq!(
+            (c.database_timeout, c.key_reload_interval),
+            (Duration::from_secs(5), Duration::from_secs(30))
+        );
+    }
+
+    #[test]
+    fn database_timeout_and_key_reload_interval_are_bounded_settings() {
+        let Command::Serve(args) =
+            serve(&["--database-timeout", "750ms", "--key-reload-interval", "2s"])
+                .unwrap()
+                .command
+        else {
+            panic!("not serve");
+        };
+        let config = args.into_config().unwrap();
+        assert_eq!(config.database_timeout, Duration::from_millis(750));
+        assert_eq!(config.key_reload_interval, Duration::from_secs(2));
+        for (flag, value) in [
+            ("--database-timeout", "0s"),
+            ("--database-timeout", "2m"),
+            ("--key-reload-interval", "500ms"),
+            ("--key-reload-interval", "2h"),
+        ] {
+            let err = serve(&[flag, value]).unwrap_err();
+            assert_eq!(err.exit_code(), 2);
+            assert!(err.to_string().contains(&flag[2..]), "{err}");
+        }
     }
 
     fn serve(args: &[&str]) -> Result<Cli, clap::Error> {

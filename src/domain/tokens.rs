@@ -88,7 +88,8 @@ pub fn generate_signing_key(
 }
 
 /// How often every server reloads the signing keys from the database, so
-/// that a key rotated anywhere is used and published everywhere.
+/// that a key rotated anywhere is used and published everywhere: the
+/// default of `WARDEN_KEY_RELOAD_INTERVAL`.
 pub const KEY_RELOAD_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Adds a new signing key; it signs from the next reload on, and older
@@ -112,6 +113,19 @@ pub async fn load_or_create_keys(
     now: DateTime<Utc>,
     kek: Option<&KeyEncryptionKey>,
 ) -> Result<Vec<signing_key::Model>> {
+    // The usual start: keys exist and need no change. Decided by a plain
+    // read, so that a read-only database still starts and serves reads.
+    let live = keys::live(db).await?;
+    let needs_sealing = kek.is_some()
+        && live
+            .iter()
+            .any(|r| !key_encryption::is_sealed(&r.private_key));
+    if !live.is_empty() && !needs_sealing {
+        for row in &live {
+            key_encryption::open(kek, &row.kid, &row.private_key)?;
+        }
+        return Ok(live);
+    }
     store::serializable(db, |txn| {
         let kek = kek.cloned();
         Box::pin(async move {
@@ -264,6 +278,7 @@ pub struct TokenService {
     issuer: String,
     audience: String,
     ttl: Duration,
+    reload_interval: Duration,
     validation: Validation,
     ring: RwLock<Arc<KeyRing>>,
     /// Keyed by the SHA-256 of the whole token: a token that differs in any
@@ -295,11 +310,24 @@ impl TokenService {
             issuer,
             audience,
             ttl,
+            reload_interval: KEY_RELOAD_INTERVAL,
             validation,
             ring,
             vouched: quick_cache::sync::Cache::new(VERIFIED_CACHE_CAPACITY),
             signature_checks: AtomicU64::new(0),
         })
+    }
+
+    /// How often `reload` runs (`WARDEN_KEY_RELOAD_INTERVAL`): a replaced
+    /// key is kept that much longer, until every replica signs with its
+    /// successor.
+    pub fn with_reload_interval(mut self, interval: Duration) -> Self {
+        self.reload_interval = interval;
+        self
+    }
+
+    pub fn reload_interval(&self) -> Duration {
+        self.reload_interval
     }
 
     fn ring(&self) -> Arc<KeyRing> {
@@ -415,7 +443,7 @@ impl TokenService {
                 "every signing key is gone from the database"
             )));
         };
-        let grace = TimeDelta::from_std(KEY_RELOAD_INTERVAL + self.ttl)
+        let grace = TimeDelta::from_std(self.reload_interval + self.ttl)
             .context("key grace period")?
             + TimeDelta::seconds(LEEWAY_SECONDS);
         let retire_before = newest.created_at;

@@ -10,6 +10,7 @@ use std::{
 };
 
 use http::{HeaderValue, Request, Response};
+use tokio::sync::Notify;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tower::{Layer, Service};
 use tracing::Instrument as _;
@@ -22,11 +23,17 @@ const MAX_REQUEST_ID_BYTES: usize = 128;
 #[derive(Clone)]
 pub struct ObserveLayer {
     metrics: Arc<Metrics>,
+    unavailable: Arc<Notify>,
 }
 
 impl ObserveLayer {
-    pub fn new(metrics: Arc<Metrics>) -> Self {
-        Self { metrics }
+    /// `unavailable` is woken by every call answered UNAVAILABLE, which in
+    /// warden means the database did not serve it.
+    pub fn new(metrics: Arc<Metrics>, unavailable: Arc<Notify>) -> Self {
+        Self {
+            metrics,
+            unavailable,
+        }
     }
 }
 
@@ -37,6 +44,7 @@ impl<S> Layer<S> for ObserveLayer {
         Observe {
             inner,
             metrics: self.metrics.clone(),
+            unavailable: self.unavailable.clone(),
         }
     }
 }
@@ -45,6 +53,7 @@ impl<S> Layer<S> for ObserveLayer {
 pub struct Observe<S> {
     inner: S,
     metrics: Arc<Metrics>,
+    unavailable: Arc<Notify>,
 }
 
 /// The caller's request id if it is a sane one (visible ASCII, not too
@@ -109,6 +118,7 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let metrics = self.metrics.clone();
+        let unavailable = self.unavailable.clone();
 
         let id = request_id(&request);
         request.headers_mut().insert(REQUEST_ID, id.clone());
@@ -129,6 +139,9 @@ where
             let mut response = result?;
             let code = status_code(&response);
             metrics.observe_call(&method, code, elapsed);
+            if code == tonic::Code::Unavailable {
+                unavailable.notify_one();
+            }
             response.headers_mut().insert(REQUEST_ID, id);
             let _entered = span.enter();
             let latency_ms = elapsed.as_secs_f64() * 1000.0;

@@ -9,31 +9,35 @@ pub mod refresh_tokens;
 pub mod sessions;
 pub mod users;
 
-use std::{future::Future, pin::Pin, time::Duration};
+use std::{collections::HashSet, future::Future, pin::Pin, time::Duration};
 
 use sea_orm::{
-    ConnectOptions, Database, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
-    IsolationLevel, SqliteTransactionMode, TransactionOptions, TransactionTrait,
-    sqlx::sqlite::SqliteJournalMode,
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend,
+    DbErr, IsolationLevel, SqliteTransactionMode, TransactionOptions, TransactionTrait,
+    sqlx::{self, Executor as _, sqlite::SqliteJournalMode},
 };
-use warden_migrations::{Migrator, MigratorTrait};
+use warden_migrations::{IntoSchemaManagerConnection, Migrator, MigratorTrait, SchemaManager};
 
 use crate::error::Result;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// How long a statement may wait for SQLite's write lock, and a query for a
-/// pooled connection, before the caller gets an error instead of a hang.
-const WAIT_LIMIT: Duration = Duration::from_secs(5);
+/// The default of `WARDEN_DATABASE_TIMEOUT`.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Connects with settings that suit a server: SQLite in WAL mode with a busy
-/// timeout (readers never block the writer), foreign keys enforced.
-pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
+/// Connects with settings that suit a server. `timeout` bounds every wait on
+/// the database, so that a call meets an error instead of a hang: opening a
+/// connection, waiting for a pooled one, and (PostgreSQL) one statement, or
+/// (SQLite) waiting for the write lock. On PostgreSQL a transaction left
+/// idle that long is ended by the server too, so a stalled process cannot
+/// hold row locks. SQLite runs in WAL mode (readers never block the
+/// writer), with foreign keys enforced.
+pub async fn connect(url: &str, timeout: Duration) -> Result<DatabaseConnection, DbErr> {
     let mut options = ConnectOptions::new(url);
     options
         .sqlx_logging(false)
-        .connect_timeout(WAIT_LIMIT)
-        .acquire_timeout(WAIT_LIMIT);
+        .connect_timeout(timeout)
+        .acquire_timeout(timeout);
     if url.starts_with("sqlite:") {
         // Every connection to an in-memory database is a database of its
         // own, so one connection must serve them all, and never close.
@@ -47,20 +51,175 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
         } else {
             options.max_connections(8).min_connections(1);
         }
-        options.map_sqlx_sqlite_opts(|o| {
+        options.map_sqlx_sqlite_opts(move |o| {
             o.journal_mode(SqliteJournalMode::Wal)
-                .busy_timeout(WAIT_LIMIT)
+                .busy_timeout(timeout)
                 .foreign_keys(true)
         });
     } else {
-        options.max_connections(16).min_connections(1);
+        let millis = timeout.as_millis().to_string();
+        options
+            .max_connections(16)
+            .min_connections(1)
+            .statement_timeout(timeout)
+            .map_sqlx_postgres_opts(move |o| {
+                o.options([("idle_in_transaction_session_timeout", millis.as_str())])
+            });
     }
     Database::connect(options).await
 }
 
-/// Applies every pending migration.
+/// The lock that lets one process at a time migrate a PostgreSQL database;
+/// its key is derived from this name.
+const MIGRATION_LOCK: &str = "warden schema migrations";
+
+/// Applies every pending migration, safely when several processes start at
+/// once: PostgreSQL serialises them with an advisory lock held on a
+/// connection of its own, SQLite with its write lock (`BEGIN IMMEDIATE`
+/// around the whole run). A database that is up to date is only read, so a
+/// read-only database still starts. A database migrated by a newer release
+/// (it lists migrations this binary does not know) is left as it is: that
+/// is an older replica during a rolling upgrade, or a rollback.
 pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
-    Migrator::up(db, None).await
+    match check_schema(db).await? {
+        Schema::Current => return Ok(()),
+        Schema::Newer(unknown) => {
+            tracing::warn!(
+                migrations = %unknown.join(", "),
+                "the database schema is newer than this release; running on it unchanged"
+            );
+            return Ok(());
+        }
+        Schema::Behind => {}
+    }
+    match db.get_database_backend() {
+        DbBackend::Postgres => migrate_postgres(db).await,
+        _ => migrate_sqlite(db).await,
+    }
+}
+
+enum Schema {
+    Current,
+    Behind,
+    /// Applied migrations this binary does not know.
+    Newer(Vec<String>),
+}
+
+/// Where the database stands, read without writing anything.
+async fn check_schema<'c>(db: impl IntoSchemaManagerConnection<'c>) -> Result<Schema, DbErr> {
+    use sea_orm::sea_query::{Alias, Query};
+    let manager = SchemaManager::new(db);
+    let table = Migrator::migration_table_name();
+    let mut recorded = HashSet::new();
+    if manager.has_table(table.to_string()).await? {
+        let query = Query::select()
+            .column(Alias::new("version"))
+            .from(table)
+            .to_owned();
+        for row in manager.get_connection().query_all(&query).await? {
+            recorded.insert(row.try_get::<String>("", "version")?);
+        }
+    }
+    let known: HashSet<String> = Migrator::migrations()
+        .iter()
+        .map(|m| m.name().to_owned())
+        .collect();
+    let mut unknown: Vec<String> = recorded.difference(&known).cloned().collect();
+    unknown.sort();
+    let pending = known.iter().any(|k| !recorded.contains(k));
+    match (unknown.is_empty(), pending) {
+        (true, false) => Ok(Schema::Current),
+        (true, true) => Ok(Schema::Behind),
+        (false, false) => Ok(Schema::Newer(unknown)),
+        (false, true) => Err(DbErr::Migration(format!(
+            "the database lists migrations this release does not know ({}) and lacks some it \
+             does: it was migrated by a different line of releases",
+            unknown.join(", ")
+        ))),
+    }
+}
+
+/// Under a session-level advisory lock, held on a connection of its own and
+/// released when it is closed, whatever happens. Migrations run on another
+/// connection of their own, without the statement timeout: building an
+/// index on a large table may take long.
+async fn migrate_postgres(db: &DatabaseConnection) -> Result<(), DbErr> {
+    let conn_err = |e: sqlx::Error| DbErr::Conn(sea_orm::RuntimeErr::SqlxError(e.into()));
+    let options = (*db.get_postgres_connection_pool().connect_options()).clone();
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .min_connections(0)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                conn.execute(
+                    "SET statement_timeout = 0; SET idle_in_transaction_session_timeout = 0",
+                )
+                .await
+                .map(|_| ())
+            })
+        })
+        .connect_with(options)
+        .await
+        .map_err(conn_err)?;
+    let result = async {
+        let lock = sqlx::postgres::PgAdvisoryLock::new(MIGRATION_LOCK);
+        let conn = pool.acquire().await.map_err(conn_err)?;
+        let guard = match lock.try_acquire(conn).await.map_err(conn_err)? {
+            sqlx::Either::Left(guard) => guard,
+            sqlx::Either::Right(conn) => {
+                tracing::info!("another process is migrating the database; waiting for it");
+                lock.acquire(conn).await.map_err(conn_err)?
+            }
+        };
+        let migrations = DatabaseConnection::from(pool.clone());
+        // Another process may have migrated while this one waited, maybe
+        // a newer release.
+        let applied = match check_schema(&migrations).await {
+            Ok(Schema::Behind) => Migrator::up(&migrations, None).await,
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        };
+        let released = guard.release_now().await.map_err(conn_err);
+        applied?;
+        released.map(drop)
+    }
+    .await;
+    pool.close().await;
+    result
+}
+
+/// Inside one `BEGIN IMMEDIATE` transaction: SQLite's single write lock is
+/// the migration lock, and DDL is transactional there, so a run that fails
+/// leaves nothing half done.
+async fn migrate_sqlite(db: &DatabaseConnection) -> Result<(), DbErr> {
+    use crate::error::{Error, Unavailability, unavailability};
+    loop {
+        let outcome = serializable(db, |txn| {
+            Box::pin(async move {
+                // Another process may have migrated while this one waited.
+                if let Schema::Behind = check_schema(txn).await? {
+                    Migrator::up(txn, None).await?;
+                }
+                Ok(())
+            })
+        })
+        .await;
+        match outcome {
+            Ok(()) => return Ok(()),
+            // The write lock stayed taken for a whole busy timeout: another
+            // process is migrating (or writing); wait on, as PostgreSQL
+            // waits for its lock.
+            Err(Error::DatabaseUnavailable(e))
+                if unavailability(&e) == Some(Unavailability::Busy) =>
+            {
+                tracing::info!("the database is locked by another process; waiting for it");
+            }
+            Err(Error::DatabaseUnavailable(e)) => return Err(e),
+            Err(other) => return Err(DbErr::Migration(format!("{other:#}"))),
+        }
+    }
 }
 
 /// Connections in the pool: (open, idle).

@@ -1,21 +1,25 @@
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveModelTrait, Condition, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, prelude::*, sea_query::Expr,
+    QueryOrder, TransactionSession, TransactionTrait, prelude::*, sea_query::Expr,
 };
 
 use super::entities::{refresh_token, session, user};
 
-/// A new session together with its first refresh token.
-pub async fn insert_with_refresh_token<C: ConnectionTrait>(
+/// A new session together with its first refresh token, in one
+/// transaction: a session without its token (a cut between the two) would
+/// be a login that can never be refreshed.
+pub async fn insert_with_refresh_token<C: TransactionTrait>(
     db: &C,
     session_row: session::Model,
     token_row: refresh_token::Model,
 ) -> Result<session::Model, DbErr> {
-    let inserted = session::ActiveModel::from(session_row).insert(db).await?;
+    let txn = db.begin().await?;
+    let inserted = session::ActiveModel::from(session_row).insert(&txn).await?;
     refresh_token::ActiveModel::from(token_row)
-        .insert(db)
+        .insert(&txn)
         .await?;
+    txn.commit().await?;
     Ok(inserted)
 }
 

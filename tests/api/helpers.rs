@@ -7,12 +7,15 @@ use tokio::{
     sync::oneshot,
 };
 use tonic::{Code, Request, Status, transport::Channel};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
 use tonic_types::StatusExt as _;
 use warden::{
     app::{AppState, Application},
     config::Config,
     domain::{clock::ManualClock, password::HashingCost},
-    proto::v1::{self as pb, auth_client::AuthClient},
+    proto::v1::{self as pb, auth_client::AuthClient, user_admin_client::UserAdminClient},
 };
 
 /// A fresh database, removed again when dropped.
@@ -193,9 +196,6 @@ pub async fn spawn_app_on(database: TestDatabase, configure: impl FnOnce(&mut Co
 
 /// Health turns SERVING once the server's first database probe answered.
 async fn wait_until_serving(addr: SocketAddr) {
-    use tonic_health::pb::{
-        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-    };
     let mut health = HealthClient::new(channel(addr).await);
     for _ in 0..500 {
         let status = health
@@ -376,22 +376,27 @@ impl TestApp {
 
     /// A plain HTTP/1.0 GET on the side port: (status, body).
     pub async fn http_get(&self, path: &str) -> (u16, String) {
-        let mut stream = tokio::net::TcpStream::connect(self.http_addr)
-            .await
-            .expect("side port");
-        let request = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.expect("write");
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await.expect("read");
-        let (head, body) = response.split_once("\r\n\r\n").expect("HTTP response");
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .expect("status")
-            .parse()
-            .expect("status code");
-        (status, body.to_owned())
+        http_get(self.http_addr, path).await
     }
+}
+
+/// A plain HTTP/1.0 GET: (status, body).
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("side port");
+    let request = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    let (head, body) = response.split_once("\r\n\r\n").expect("HTTP response");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .expect("status")
+        .parse()
+        .expect("status code");
+    (status, body.to_owned())
 }
 
 /// A request with `authorization: Bearer <token>`.
@@ -419,16 +424,34 @@ pub fn warden() -> tokio::process::Command {
     command
 }
 
+/// Settings for `warden serve` processes in tests: cheap argon2, as
+/// `cheap_hashing` is for in-process servers.
+pub const CHEAP_HASHING_ENV: [(&str, &str); 3] = [
+    ("WARDEN_ARGON2_MEMORY_KIB", "64"),
+    ("WARDEN_ARGON2_ITERATIONS", "1"),
+    ("WARDEN_ARGON2_PARALLELISM", "1"),
+];
+
 /// `warden serve` as a separate process on free ports, with JSON logs
 /// collected as they come.
 pub struct ServerProcess {
     pub addr: SocketAddr,
+    pub http_addr: SocketAddr,
     child: tokio::process::Child,
     logs: tokio::task::JoinHandle<Vec<String>>,
 }
 
 impl ServerProcess {
     pub async fn start(db: &TestDatabase, env: &[(&str, &str)]) -> Self {
+        Self::start_with(db, env, |_| {}).await
+    }
+
+    /// `start`, with a last say on the command (limits, user).
+    pub async fn start_with(
+        db: &TestDatabase,
+        env: &[(&str, &str)],
+        customize: impl FnOnce(&mut tokio::process::Command),
+    ) -> Self {
         use tokio::io::AsyncBufReadExt as _;
         let mut command = warden();
         command
@@ -440,15 +463,22 @@ impl ServerProcess {
             .envs(env.iter().copied())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
+        customize(&mut command);
         let mut child = command.spawn().expect("warden serve starts");
         let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
         let mut seen = Vec::new();
-        let addr = tokio::time::timeout(Duration::from_secs(30), async {
+        let (addr, http_addr) = tokio::time::timeout(Duration::from_secs(30), async {
             while let Some(line) = lines.next_line().await.expect("read logs") {
                 let event: serde_json::Value = serde_json::from_str(&line).expect("JSON log lines");
                 seen.push(line);
-                if let Some(grpc) = event.get("grpc").and_then(|v| v.as_str()) {
-                    return grpc.parse::<SocketAddr>().expect("an address");
+                let address = |field: &str| {
+                    event
+                        .get(field)
+                        .and_then(|v| v.as_str())
+                        .map(|a| a.parse::<SocketAddr>().expect("an address"))
+                };
+                if let (Some(grpc), Some(http)) = (address("grpc"), address("http")) {
+                    return (grpc, http);
                 }
             }
             panic!("the server exited before listening: {seen:?}");
@@ -462,7 +492,25 @@ impl ServerProcess {
             seen
         });
         wait_until_serving(addr).await;
-        Self { addr, child, logs }
+        Self {
+            addr,
+            http_addr,
+            child,
+            logs,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
+    /// Whether the process has not exited (or been killed).
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    pub async fn client(&self) -> Remote {
+        Remote::connect(self.addr).await
     }
 
     /// SIGTERM, then the exit code and every line the server logged.
@@ -537,4 +585,169 @@ fn database_names_are_swapped_in_urls() {
         with_database("postgres://u:p@h/db?sslmode=disable", "t1"),
         "postgres://u:p@h/t1?sslmode=disable"
     );
+}
+
+/// A client of a server in another process, for tests that also run
+/// while the database is failing (so nothing here expects success).
+#[derive(Clone)]
+pub struct Remote {
+    pub auth: AuthClient<Channel>,
+    pub admin: UserAdminClient<Channel>,
+    pub health: HealthClient<Channel>,
+}
+
+impl Remote {
+    pub async fn connect(addr: SocketAddr) -> Self {
+        let channel = channel(addr).await;
+        Self {
+            auth: AuthClient::new(channel.clone()),
+            admin: UserAdminClient::new(channel.clone()),
+            health: HealthClient::new(channel),
+        }
+    }
+
+    pub async fn register(&self, email: &str, password: &str) -> Result<pb::User, Status> {
+        self.auth
+            .clone()
+            .register(pb::RegisterRequest {
+                email: email.into(),
+                password: password.into(),
+                display_name: String::new(),
+            })
+            .await
+            .map(|r| r.into_inner().user.expect("user"))
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> Result<pb::LoginResponse, Status> {
+        self.auth
+            .clone()
+            .login(pb::LoginRequest {
+                email: email.into(),
+                password: password.into(),
+                device: None,
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    pub async fn refresh(&self, refresh_token: &str) -> Result<pb::TokenPair, Status> {
+        self.auth
+            .clone()
+            .refresh(pb::RefreshRequest {
+                refresh_token: refresh_token.into(),
+            })
+            .await
+            .map(|r| r.into_inner().tokens.expect("tokens"))
+    }
+
+    pub async fn get_me(&self, access_token: &str) -> Result<pb::User, Status> {
+        self.auth
+            .clone()
+            .get_me(with_bearer(pb::GetMeRequest {}, access_token))
+            .await
+            .map(|r| r.into_inner().user.expect("user"))
+    }
+
+    pub async fn validate(&self, access_token: &str) -> Result<pb::ValidateTokenResponse, Status> {
+        self.auth
+            .clone()
+            .validate_token(pb::ValidateTokenRequest {
+                access_token: access_token.into(),
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    pub async fn logout(&self, access_token: &str, all_sessions: bool) -> Result<i32, Status> {
+        self.auth
+            .clone()
+            .logout(with_bearer(
+                pb::LogoutRequest { all_sessions },
+                access_token,
+            ))
+            .await
+            .map(|r| r.into_inner().revoked_sessions)
+    }
+
+    pub async fn list_users(&self, access_token: &str) -> Result<Vec<pb::User>, Status> {
+        self.admin
+            .clone()
+            .list_users(with_bearer(
+                pb::ListUsersRequest {
+                    page_size: 500,
+                    ..Default::default()
+                },
+                access_token,
+            ))
+            .await
+            .map(|r| r.into_inner().users)
+    }
+
+    /// The kids of the published JWK Set.
+    pub async fn jwks_kids(&self) -> Result<Vec<String>, Status> {
+        let json = self
+            .auth
+            .clone()
+            .get_jwks(pb::GetJwksRequest {})
+            .await?
+            .into_inner()
+            .jwks_json;
+        let jwks: serde_json::Value = serde_json::from_str(&json).expect("a JWK Set");
+        Ok(jwks["keys"]
+            .as_array()
+            .expect("keys")
+            .iter()
+            .map(|k| k["kid"].as_str().expect("kid").to_owned())
+            .collect())
+    }
+
+    /// The health of `service` ("" for the server as a whole).
+    pub async fn health(&self, service: &str) -> Result<ServingStatus, Status> {
+        self.health
+            .clone()
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .map(|r| r.into_inner().status())
+    }
+
+    /// Polls health until it reports `wanted`, for at most `within`.
+    pub async fn wait_for_health(&self, wanted: ServingStatus, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        while tokio::time::Instant::now() < deadline {
+            if self.health("").await.ok() == Some(wanted) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+}
+
+/// Whether `status` is the contract's answer for a database that is not
+/// there: UNAVAILABLE with reason DATABASE_UNAVAILABLE.
+pub fn is_database_unavailable(status: &Status) -> bool {
+    status.code() == Code::Unavailable
+        && status
+            .get_details_error_info()
+            .is_some_and(|i| i.reason == "DATABASE_UNAVAILABLE" && i.domain == "warden.v1")
+}
+
+/// A `reason (code): message` line for assertion messages.
+pub fn describe(status: &Status) -> String {
+    let reason = status
+        .get_details_error_info()
+        .map(|i| i.reason)
+        .unwrap_or_default();
+    format!("{reason} ({:?}): {}", status.code(), status.message())
+}
+
+/// When something a test needs is missing: skipped with the reason
+/// printed, or, where CI=true, failed.
+pub fn skip_or_fail(reason: &str) {
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("CI=true and {reason}");
+    }
+    eprintln!("skipped: {reason}");
 }
