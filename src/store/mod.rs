@@ -40,7 +40,10 @@ pub async fn connect(url: &str, timeout: Duration) -> Result<DatabaseConnection,
         .acquire_timeout(timeout);
     if url.starts_with("sqlite:") {
         // Every connection to an in-memory database is a database of its
-        // own, so one connection must serve them all, and never close.
+        // own, so one connection must serve them all, and never close:
+        // not even when SQLite ended a transaction by itself (see
+        // `pool_only_outside_transactions`). Alone, it blocks no other
+        // connection, and it reads its own writes.
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
         if in_memory {
             options
@@ -49,7 +52,10 @@ pub async fn connect(url: &str, timeout: Duration) -> Result<DatabaseConnection,
                 .idle_timeout(None)
                 .max_lifetime(None);
         } else {
-            options.max_connections(8).min_connections(1);
+            options
+                .max_connections(8)
+                .min_connections(1)
+                .map_sqlx_sqlite_pool_opts(pool_only_outside_transactions);
         }
         options.map_sqlx_sqlite_opts(move |o| {
             o.journal_mode(SqliteJournalMode::Wal)
@@ -67,6 +73,54 @@ pub async fn connect(url: &str, timeout: Duration) -> Result<DatabaseConnection,
             });
     }
     Database::connect(options).await
+}
+
+/// Closes a SQLite connection that comes back to the pool still counted as
+/// inside a transaction, instead of pooling it.
+///
+/// A write that fails on a full disk, at a statement or at `COMMIT`, makes
+/// SQLite roll the whole transaction back by itself (on `SQLITE_IOERR`
+/// always, on `SQLITE_FULL` unless undoing the statement is enough). sqlx
+/// counts the transaction as open until a `COMMIT` or
+/// `ROLLBACK` of its own succeeds, and the `ROLLBACK` sent when the
+/// transaction is dropped then fails ("no transaction is active"), so the
+/// count stays at one. Reused, such a connection opens its next
+/// transactions as savepoints: not `BEGIN IMMEDIATE`, and a savepoint
+/// rolled back leaves the transaction open. The idle connection then keeps
+/// an old snapshot (its writes fail with `SQLITE_BUSY_SNAPSHOT`) or holds
+/// the one write lock (every other writer times out with `SQLITE_BUSY`),
+/// and what it writes afterwards, acknowledged, is never committed.
+/// Closing it ends whatever SQLite still holds for it; the pool opens
+/// another when needed.
+///
+/// PostgreSQL needs none of this: sqlx counts its transaction as ended as
+/// soon as it queues the `ROLLBACK` (which PostgreSQL accepts outside a
+/// transaction too), and a connection cut mid-transaction fails the ping
+/// sqlx sends on release and is closed.
+fn pool_only_outside_transactions(
+    pool: sqlx::pool::PoolOptions<sqlx::Sqlite>,
+) -> sqlx::pool::PoolOptions<sqlx::Sqlite> {
+    pool.after_release(|conn, _| {
+        Box::pin(async move {
+            use sqlx::Connection as _;
+            // Commands still queued can only lower the count (the worker
+            // itself rolls back a BEGIN that nobody waits for).
+            if !conn.is_in_transaction() {
+                return Ok(true);
+            }
+            // A dropped transaction queues its ROLLBACK on the connection's
+            // worker: the count is known once the worker has answered.
+            conn.ping().await?;
+            if !conn.is_in_transaction() {
+                return Ok(true);
+            }
+            tracing::warn!(
+                "closing a database connection whose transaction SQLite had already ended \
+                 (after a failed write)"
+            );
+            Ok(false)
+        })
+    })
 }
 
 /// The lock that lets one process at a time migrate a PostgreSQL database;
