@@ -46,6 +46,15 @@ impl Machine {
     }
 }
 
+/// The 1-, 5- and 15-minute load averages: other work on the same cores
+/// shows here, and lowers every throughput measured meanwhile.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg").map_or_else(
+        |_| "unknown".to_owned(),
+        |s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+    )
+}
+
 pub fn now_utc() -> String {
     chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string()
 }

@@ -239,6 +239,7 @@ pub async fn run(opts: RunOpts) -> Result<()> {
         report::now_utc(),
         report::Machine::read().describe()
     );
+    println!("load average: {}", report::load_average());
     println!("database: {}", env.database);
     println!("argon2id: {}\n", env.cost.describe());
 

@@ -104,7 +104,7 @@ pub async fn register_admin(channel: &Channel, tag: &str) -> Result<AdminLogin> 
     if !user.is_admin {
         bail!(
             "the server already has accounts, so a new one is no admin: \
-             pass --admin-email and --admin-password (or LOADGEN_ADMIN_PASSWORD)"
+             pass --admin-email (and --admin-password or LOADGEN_ADMIN_PASSWORD)"
         );
     }
     Ok(AdminLogin {

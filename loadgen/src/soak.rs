@@ -103,11 +103,12 @@ pub async fn soak(opts: SoakOpts) -> Result<bool> {
         .unwrap_or(if env.is_postgres() { 16 } else { 8 });
     let machine = report::Machine::read();
     let mut out = format!(
-        "## warden soak: mixed blend, {} concurrent, {}\n\n- date: {}\n- machine: {}\n- database: {}\n- server: release `warden serve`, argon2id {}; blend: {}\n\n",
+        "## warden soak: mixed blend, {} concurrent, {}\n\n- date: {}\n- machine: {}\n- load average at the start: {}\n- database: {}\n- server: release `warden serve`, argon2id {}; blend: {}\n\n",
         opts.concurrency,
         humantime::format_duration(opts.duration),
         report::now_utc(),
         machine.describe(),
+        report::load_average(),
         env.database,
         env.cost.describe(),
         scenario::mixed_description()

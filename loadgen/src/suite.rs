@@ -198,6 +198,11 @@ pub async fn suite(opts: SuiteOpts) -> Result<()> {
         header: vec![
             format!("date: {}", report::now_utc()),
             format!("machine: {}", machine.describe()),
+            format!(
+                "load average (1, 5, 15 min) at the start: {} (other work on the machine shares \
+                 its cores with the server and the load generator)",
+                report::load_average()
+            ),
             format!("database: {}", env.database),
             format!(
                 "server: release `warden serve`, argon2id {}, WARDEN_LOG=warn, \
@@ -527,6 +532,10 @@ pub async fn suite(opts: SuiteOpts) -> Result<()> {
         }
     }
 
+    suite.header.push(format!(
+        "load average at the end: {}",
+        report::load_average()
+    ));
     let markdown = suite.markdown();
     println!("\n{markdown}");
     if let Some(path) = &opts.markdown {

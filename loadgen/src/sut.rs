@@ -41,7 +41,9 @@ pub struct TargetOpts {
     /// registered, which works on an empty server only).
     #[arg(long, requires = "target")]
     pub admin_email: Option<String>,
-    /// With --target: the admin's password.
+    /// With --target: the admin's password [default: the one the load
+    /// generator gives the accounts it creates, so that an admin it
+    /// registered in an earlier run can be reused].
     #[arg(long, env = "LOADGEN_ADMIN_PASSWORD", hide_env_values = true)]
     pub admin_password: Option<String>,
     /// With --target: the server's database URL, to insert seeded users
@@ -128,14 +130,13 @@ impl Env {
                 "SQLite (WAL, a fresh file per scenario in the temporary directory)".to_owned()
             }
         };
-        let admin = match (&opts.admin_email, &opts.admin_password) {
-            (Some(email), Some(password)) => Some(AdminLogin {
-                email: email.clone(),
-                password: password.clone(),
-            }),
-            (Some(_), None) => bail!("--admin-email needs --admin-password"),
-            _ => None,
-        };
+        let admin = opts.admin_email.as_ref().map(|email| AdminLogin {
+            email: email.clone(),
+            password: opts
+                .admin_password
+                .clone()
+                .unwrap_or_else(|| seed::PASSWORD.to_owned()),
+        });
         let mut run_id = uuid::Uuid::new_v4().simple().to_string();
         run_id.truncate(8);
         Ok(Self {
@@ -214,6 +215,10 @@ impl Env {
                 Some(admin) => admin,
                 None => {
                     let admin = seed::register_admin(&control, &sut.tag).await?;
+                    println!(
+                        "registered the admin {} on the target (reuse it with --admin-email)",
+                        admin.email
+                    );
                     if let Ok(mut slot) = self.admin.lock() {
                         *slot = Some(admin.clone());
                     }
