@@ -115,6 +115,8 @@ pub struct Outcome {
     pub memory: Option<Memory>,
     /// How the data got there.
     pub note: String,
+    /// Warnings and errors the server logged, if any.
+    pub server_log: Option<crate::server::LogSummary>,
 }
 
 /// (approved users, of which with a session) a scenario needs.
@@ -141,6 +143,7 @@ pub async fn run_scenario(
             result: echo_ceiling(spec).await?,
             memory: None,
             note: String::new(),
+            server_log: None,
         });
     }
     let sut = env.start(scenario.name(), &[FAILURE_LIMIT]).await?;
@@ -170,6 +173,7 @@ pub async fn run_scenario(
             result: results.remove(0),
             memory: sut.memory(),
             note: seeded.note,
+            server_log: sut.log_summary(),
         })
     }
     .await;
@@ -262,6 +266,9 @@ pub async fn run(opts: RunOpts) -> Result<()> {
         println!("seeding: {}", outcome.note);
     }
     print!("{}", report::text(&outcome.result, outcome.memory));
+    if let Some(log) = &outcome.server_log {
+        println!("  server log  {}", log.describe());
+    }
     if let Some((what, value)) = ceiling
         && value > 0.0
     {

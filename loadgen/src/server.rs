@@ -282,6 +282,79 @@ impl Process {
     }
 }
 
+/// What the server logged (at WARDEN_LOG=warn: warnings and errors only).
+#[derive(Debug, Clone, Default)]
+pub struct LogSummary {
+    pub lines: usize,
+    /// The most frequent messages (timestamps and colours removed), with
+    /// how often each came.
+    pub top: Vec<(usize, String)>,
+}
+
+impl LogSummary {
+    /// Counts `text`'s lines by message.
+    pub fn of(text: &str, keep: usize) -> Self {
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        let mut lines = 0;
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            lines += 1;
+            let line = strip_ansi(line);
+            // Text logs start with an RFC 3339 timestamp.
+            let message = match line.split_once(' ') {
+                Some((first, rest)) if first.starts_with(|c: char| c.is_ascii_digit()) => {
+                    rest.trim()
+                }
+                _ => line.trim(),
+            };
+            let message: String = message.chars().take(300).collect();
+            *counts.entry(message).or_default() += 1;
+        }
+        let mut top: Vec<(usize, String)> = counts.into_iter().map(|(m, n)| (n, m)).collect();
+        top.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        top.truncate(keep);
+        Self { lines, top }
+    }
+
+    pub fn describe(&self) -> String {
+        format!(
+            "the server logged {} warning/error line(s), most often: {}",
+            self.lines,
+            self.top
+                .iter()
+                .map(|(n, m)| format!("{n}× `{m}`"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        )
+    }
+}
+
+impl Process {
+    pub fn log_summary(&self, keep: usize) -> LogSummary {
+        LogSummary::of(
+            &std::fs::read_to_string(&self.log).unwrap_or_default(),
+            keep,
+        )
+    }
+}
+
+/// `s` without ANSI escape sequences (`ESC [ … letter`).
+pub fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
@@ -398,6 +471,26 @@ mod tests {
             })
         );
         assert_eq!(parse_status("Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn log_lines_are_counted_by_message_without_their_timestamps() {
+        let log = "2026-11-29T00:33:40.1Z  WARN a: x\n2026-11-29T00:33:41.2Z  WARN a: x\n\
+                   2026-11-29T00:33:42.3Z ERROR b: y\n";
+        let summary = LogSummary::of(log, 5);
+        assert_eq!(summary.lines, 3);
+        assert_eq!(
+            summary.top,
+            vec![(2, "WARN a: x".to_owned()), (1, "ERROR b: y".to_owned())]
+        );
+    }
+
+    #[test]
+    fn colour_codes_are_stripped_from_log_lines() {
+        assert_eq!(
+            strip_ansi("\u{1b}[2m2026\u{1b}[0m \u{1b}[31mERROR\u{1b}[0m boom"),
+            "2026 ERROR boom"
+        );
     }
 
     #[test]

@@ -155,11 +155,11 @@ pub async fn soak(opts: SoakOpts) -> Result<bool> {
         let _ = stop_tx.send(true);
         let samples = sampler.await?;
         let mut results = results?;
-        Ok::<_, anyhow::Error>((results.remove(0), samples))
+        Ok::<_, anyhow::Error>((results.remove(0), samples, sut.log_summary()))
     }
     .await;
     let finished = sut.finish().await;
-    let (result, samples) = outcome?;
+    let (result, samples, log) = outcome?;
     finished?;
 
     out.push_str(
@@ -223,6 +223,9 @@ pub async fn soak(opts: SoakOpts) -> Result<bool> {
         max_db.map_or_else(|| "not measured".to_owned(), |c| c.to_string()),
         pass(connections_ok),
     );
+    if let Some(log) = log {
+        let _ = writeln!(out, "- {}", log.describe());
+    }
     println!("\n{out}");
     print!("{}", report::text(&result, None));
     if let Some(path) = &opts.markdown {

@@ -25,7 +25,7 @@ use crate::{
     report::{self, mib, ms, rate},
     runner::{self, FAILURE_LIMIT, LoadSpec, Outcome, run_scenario},
     scenario::{self, Build, Scenario},
-    server::Memory,
+    server::{LogSummary, Memory},
     sut::{Env, TargetOpts},
 };
 
@@ -340,7 +340,8 @@ pub async fn suite(opts: SuiteOpts) -> Result<()> {
         opts.validate_concurrency, opts.concurrency
     );
     match validate_during_logins(&env, spec, opts.validate_concurrency).await {
-        Ok((login, validate, memory)) => {
+        Ok((login, validate, memory, log)) => {
+            suite.log_note(&validate.name, log);
             let p99 = validate.quantile_us(0.99);
             let clean = validate.error_count() == 0 && validate.ok() > 0;
             suite.rows.push(Row {
@@ -376,7 +377,8 @@ pub async fn suite(opts: SuiteOpts) -> Result<()> {
         ));
     } else {
         match flood(&env, opts.flood, opts.duration).await {
-            Ok::<_, anyhow::Error>((result, memory, probes)) => {
+            Ok((result, memory, probes, log)) => {
+                suite.log_note(&result.name, log);
                 let peak = memory.map_or(0, |m| m.peak_kib);
                 let only_exhausted = result
                     .errors
@@ -520,6 +522,7 @@ pub async fn suite(opts: SuiteOpts) -> Result<()> {
             match run_scenario(&env, scenario, spec, 0).await {
                 Ok(o) => {
                     print!("{}", report::text(&o.result, o.memory));
+                    suite.log_note(&o.result.name, o.server_log);
                     suite.scenarios.push((o.result, o.memory));
                 }
                 Err(e) => {
@@ -646,6 +649,7 @@ impl Suite {
     fn keep(&mut self, outcome: Outcome, row: Row) {
         print!("{}", report::text(&outcome.result, outcome.memory));
         println!("=> {}: {} [{}]", row.what, row.measured, row.verdict.text());
+        self.log_note(&outcome.result.name.clone(), outcome.server_log.clone());
         if !outcome.note.is_empty() {
             self.notes.push(format!(
                 "seeding for {}: {}",
@@ -654,6 +658,14 @@ impl Suite {
         }
         self.rows.push(row);
         self.scenarios.push((outcome.result, outcome.memory));
+    }
+
+    fn log_note(&mut self, phase: &str, log: Option<LogSummary>) {
+        if let Some(log) = log {
+            println!("server log: {}", log.describe());
+            self.notes
+                .push(format!("during {phase}: {}", log.describe()));
+        }
     }
 
     fn error(&mut self, what: String, goal: &'static str, e: &anyhow::Error) {
@@ -712,7 +724,7 @@ async fn validate_during_logins(
     env: &Env,
     spec: LoadSpec,
     validate_concurrency: usize,
-) -> Result<(GroupResult, GroupResult, Option<Memory>)> {
+) -> Result<(GroupResult, GroupResult, Option<Memory>, Option<LogSummary>)> {
     let sut = env.start("login-validate", &[FAILURE_LIMIT]).await?;
     let outcome = async {
         let users = spec.concurrency.max(validate_concurrency);
@@ -756,7 +768,7 @@ async fn validate_during_logins(
         let login = results.remove(0);
         print!("{}", report::text(&login, None));
         print!("{}", report::text(&validate, sut.memory()));
-        Ok::<_, anyhow::Error>((login, validate, sut.memory()))
+        Ok::<_, anyhow::Error>((login, validate, sut.memory(), sut.log_summary()))
     }
     .await;
     let finished = sut.finish().await;
@@ -770,7 +782,7 @@ async fn flood(
     env: &Env,
     flood: usize,
     duration: Duration,
-) -> Result<(GroupResult, Option<Memory>, Probes)> {
+) -> Result<(GroupResult, Option<Memory>, Probes, Option<LogSummary>)> {
     let sut = env.start("flood", &[FAILURE_LIMIT]).await?;
     let outcome = async {
         let seeded = env.seed(&sut, flood, 0).await?;
@@ -812,7 +824,7 @@ async fn flood(
             probes.failed,
             ms(micros(probes.max))
         );
-        Ok::<_, anyhow::Error>((result, memory, probes))
+        Ok::<_, anyhow::Error>((result, memory, probes, sut.log_summary()))
     }
     .await;
     let finished = sut.finish().await;

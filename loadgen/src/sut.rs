@@ -282,6 +282,14 @@ impl Sut {
         self.process.as_ref().and_then(Process::memory)
     }
 
+    /// What a started server logged so far.
+    pub fn log_summary(&self) -> Option<crate::server::LogSummary> {
+        self.process
+            .as_ref()
+            .map(|p| p.log_summary(3))
+            .filter(|s| s.lines > 0)
+    }
+
     /// Starts the peak-RSS reading afresh from here.
     pub fn reset_peak(&self) -> Result<()> {
         match &self.process {
