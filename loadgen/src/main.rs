@@ -91,10 +91,11 @@ async fn main() -> ExitCode {
     }
 }
 
-/// Whether what was run passed (only `soak` can fail without an error).
+/// Whether what was run passed (`soak`, and `run --strict`, can fail
+/// without an error).
 async fn execute(command: Command) -> Result<bool> {
     match command {
-        Command::Run(opts) => runner::run(*opts).await.map(|()| true),
+        Command::Run(opts) => runner::run(*opts).await,
         Command::Suite(opts) => suite::suite(*opts).await.map(|()| true),
         Command::Soak(opts) => soak::soak(*opts).await,
         Command::Argon2(opts) => {

@@ -106,6 +106,10 @@ pub struct RunOpts {
     /// How long the argon2 ceiling runs.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub argon2_duration: Duration,
+    /// Exit with status 1 if any call failed or none succeeded (a smoke
+    /// test; under overload RESOURCE_EXHAUSTED is the expected answer).
+    #[arg(long)]
+    pub strict: bool,
 }
 
 /// What a scenario measured.
@@ -233,8 +237,9 @@ pub fn argon2_text(ceiling: &Argon2Ceiling, cost: crate::ceiling::Argon2Cost) ->
     )
 }
 
-/// `warden-loadgen run <scenario>`.
-pub async fn run(opts: RunOpts) -> Result<()> {
+/// `warden-loadgen run <scenario>`: whether it passed (always, unless
+/// `--strict`).
+pub async fn run(opts: RunOpts) -> Result<bool> {
     let env = Env::new(&opts.target).await?;
     let spec = opts.load.spec()?;
     println!(
@@ -278,5 +283,9 @@ pub async fn run(opts: RunOpts) -> Result<()> {
             report::rate(value)
         );
     }
-    Ok(())
+    let clean = outcome.result.error_count() == 0 && outcome.result.ok() > 0;
+    if opts.strict && !clean {
+        println!("FAIL (--strict): calls failed, or none succeeded");
+    }
+    Ok(clean || !opts.strict)
 }
