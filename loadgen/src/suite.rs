@@ -476,13 +476,18 @@ pub async fn suite(opts: SuiteOpts) -> Result<()> {
     }
     phase("8. start to SERVING");
     let what = format!(
-        "8. start to SERVING, migrated {} database (median of {})",
+        "8. start to SERVING, migrated {} database (median of {}{})",
         if env.is_postgres() {
-            "PostgreSQL (the target is set for SQLite)"
+            "PostgreSQL"
         } else {
             "SQLite"
         },
-        opts.starts
+        opts.starts,
+        if env.is_postgres() {
+            "; the target is set for SQLite"
+        } else {
+            ""
+        }
     );
     if env.external() {
         suite
