@@ -183,7 +183,8 @@ async fn insert_users(
 ) -> Result<()> {
     let hash = tokio::task::spawn_blocking(move || precomputed_hash(cost)).await??;
     let approved_by = Uuid::parse_str(admin_id).ok();
-    let db = warden::store::connect(url)
+    // Seeding 100,000 users takes longer than a server's statements may.
+    let db = warden::store::connect(url, std::time::Duration::from_secs(60))
         .await
         .context("cannot open the server's database to seed users")?;
     // Distinct creation times, oldest first, all in the past: pages of the
