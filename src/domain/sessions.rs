@@ -53,31 +53,36 @@ impl Accounts {
         }
         let hash = hash_refresh_token(raw);
         let ttl = self.refresh_ttl;
-        let rotation = store::serializable(&self.db, |txn| {
+        // One winner per token comes from the conditional UPDATE in `claim`,
+        // which holds at any isolation level. The token is claimed first, so
+        // that a caller who lost the race finds it rotated (REUSED), never
+        // the session its reuse revoked (INVALID).
+        let rotation = store::read_committed(&self.db, |txn| {
             let hash = hash.clone();
             Box::pin(async move {
-                let Some(row) = refresh_tokens::find(txn, &hash).await? else {
-                    return Ok(Rotation::Invalid);
-                };
-                if row.rotated_at.is_some() {
+                if !refresh_tokens::claim(txn, &hash, now).await? {
+                    // Unknown, or exchanged already (earlier, or just now by
+                    // a concurrent caller): reuse of a rotated token.
+                    let Some(row) = refresh_tokens::find(txn, &hash).await? else {
+                        return Ok(Rotation::Invalid);
+                    };
                     sessions::revoke(txn, row.session_id, now).await?;
                     return Ok(Rotation::Reused(row.session_id));
                 }
-                let Some((session, user)) = sessions::find_with_user(txn, row.session_id).await?
-                else {
-                    return Ok(Rotation::Invalid);
-                };
+                // An error from here on rolls the claim back: a token that
+                // cannot be exchanged stays as it was, INVALID every time.
+                let row = refresh_tokens::find(txn, &hash)
+                    .await?
+                    .ok_or(Error::RefreshTokenInvalid)?;
+                let (session, user) = sessions::find_with_user(txn, row.session_id)
+                    .await?
+                    .ok_or(Error::RefreshTokenInvalid)?;
                 let usable = session.revoked_at.is_none()
                     && session.expires_at > now
                     && row.expires_at > now
                     && user.status == UserStatus::Approved;
                 if !usable {
-                    return Ok(Rotation::Invalid);
-                }
-                if !refresh_tokens::claim(txn, &hash, now).await? {
-                    // Rotated by a concurrent caller since we read it.
-                    sessions::revoke(txn, row.session_id, now).await?;
-                    return Ok(Rotation::Reused(row.session_id));
+                    return Err(Error::RefreshTokenInvalid);
                 }
                 let next = RefreshToken::generate()?;
                 let expires_at = now + ttl;

@@ -300,7 +300,32 @@ pub async fn ping(db: &DatabaseConnection) -> Result<(), DbErr> {
 /// the database reports a conflict with a concurrent one: SERIALIZABLE on
 /// PostgreSQL, `BEGIN IMMEDIATE` (one writer at a time) on SQLite. `op` may
 /// therefore run more than once and must not have effects outside `txn`.
-pub async fn serializable<T, F>(db: &DatabaseConnection, mut op: F) -> Result<T>
+pub async fn serializable<T, F>(db: &DatabaseConnection, op: F) -> Result<T>
+where
+    F: for<'c> FnMut(&'c DatabaseTransaction) -> BoxFuture<'c, Result<T>>,
+{
+    retried_transaction(db, IsolationLevel::Serializable, op).await
+}
+
+/// Runs `op` in a transaction at PostgreSQL's default isolation, READ
+/// COMMITTED (`BEGIN IMMEDIATE` on SQLite, as above), retried like
+/// `serializable` on deadlocks. For operations whose correctness rests on
+/// row locks and conditional updates (`UPDATE … WHERE rotated_at IS NULL`
+/// has one winner at any isolation level): under SERIALIZABLE, PostgreSQL's
+/// page-level predicate locks made unrelated refreshes conflict, and 64 of
+/// them at once retried until some gave up.
+pub async fn read_committed<T, F>(db: &DatabaseConnection, op: F) -> Result<T>
+where
+    F: for<'c> FnMut(&'c DatabaseTransaction) -> BoxFuture<'c, Result<T>>,
+{
+    retried_transaction(db, IsolationLevel::ReadCommitted, op).await
+}
+
+async fn retried_transaction<T, F>(
+    db: &DatabaseConnection,
+    isolation: IsolationLevel,
+    mut op: F,
+) -> Result<T>
 where
     F: for<'c> FnMut(&'c DatabaseTransaction) -> BoxFuture<'c, Result<T>>,
 {
@@ -311,7 +336,7 @@ where
             ..Default::default()
         },
         _ => TransactionOptions {
-            isolation_level: Some(IsolationLevel::Serializable),
+            isolation_level: Some(isolation),
             ..Default::default()
         },
     };
