@@ -21,6 +21,7 @@ use arbitrary::Arbitrary;
 use chrono::{DateTime, Utc};
 use ed25519_dalek::{Signature, Signer as _};
 use libfuzzer_sys::fuzz_target;
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 use warden::{domain::tokens::VerifiedToken, error::Error};
@@ -375,6 +376,40 @@ fn text<'a>(claims: &'a Map<String, Value>, name: &str) -> Option<&'a str> {
     claims.get(name)?.as_str()
 }
 
+/// The registered claims, read the way warden reads its own: other members
+/// are skipped (at any depth), a registered one given twice is refused.
+#[derive(Deserialize)]
+struct Registered {
+    iss: Option<Value>,
+    aud: Option<Value>,
+    sub: Option<Value>,
+    sid: Option<Value>,
+    iat: Option<Value>,
+    nbf: Option<Value>,
+    exp: Option<Value>,
+    jti: Option<Value>,
+}
+
+fn registered(bytes: &[u8]) -> Option<Map<String, Value>> {
+    let r: Registered = serde_json::from_slice(bytes).ok()?;
+    let fields = [
+        ("iss", r.iss),
+        ("aud", r.aud),
+        ("sub", r.sub),
+        ("sid", r.sid),
+        ("iat", r.iat),
+        ("nbf", r.nbf),
+        ("exp", r.exp),
+        ("jti", r.jti),
+    ];
+    Some(
+        fields
+            .into_iter()
+            .filter_map(|(name, value)| Some((name.to_owned(), value?)))
+            .collect(),
+    )
+}
+
 /// serde_json writes it back byte for byte: no duplicate keys, no escapes
 /// or spaces whose effect on a verifier this harness would have to model.
 fn plain(bytes: &[u8]) -> Option<Map<String, Value>> {
@@ -439,7 +474,7 @@ fn check(token: &str, now: DateTime<Utc>) -> Result<VerifiedToken, &'static str>
         _ => {}
     }
     if let Some(reading) = &reading {
-        let claims: Option<Map<String, Value>> = serde_json::from_slice(&reading.claims_bytes).ok();
+        let claims = registered(&reading.claims_bytes);
         match (&answer, &claims) {
             (Ok(v), Some(c)) => {
                 assert_eq!(text(c, "iss"), Some(ISSUER), "{token:?}");
@@ -460,7 +495,7 @@ fn check(token: &str, now: DateTime<Utc>) -> Result<VerifiedToken, &'static str>
                 let nbf = int(c, "nbf").expect("an integer nbf");
                 assert!(now.timestamp().saturating_add(LEEWAY) >= nbf, "{token:?}");
             }
-            (Ok(_), None) => panic!("accepted claims that are not a JSON object: {token:?}"),
+            (Ok(_), None) => panic!("accepted claims that cannot be read: {token:?}"),
             (Err("TokenExpired"), c) => {
                 let exp = c.as_ref().and_then(|c| int(c, "exp"));
                 assert!(
