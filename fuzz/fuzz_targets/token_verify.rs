@@ -32,6 +32,8 @@ use warden_fuzz::{
 const USER: Uuid = Uuid::from_u128(0x0196_0000_aaaa_7000_8000_0000_0000_0001);
 const SESSION: Uuid = Uuid::from_u128(0x0196_0000_bbbb_7000_8000_0000_0000_0002);
 const LEEWAY: i64 = 5;
+/// README: tokens over 4 KiB are refused before any parsing.
+const MAX_TOKEN_BYTES: usize = 4096;
 
 #[derive(Arbitrary, Debug)]
 enum Input {
@@ -419,7 +421,14 @@ fn plain(bytes: &[u8]) -> Option<Map<String, Value>> {
 
 /// What verify must answer for a validly signed token with a plain header
 /// and plain, well-typed claims; `None` where this harness does not say.
-fn expected(reading: &Reading, now: DateTime<Utc>) -> Option<Result<VerifiedToken, &'static str>> {
+fn expected(
+    token: &str,
+    reading: &Reading,
+    now: DateTime<Utc>,
+) -> Option<Result<VerifiedToken, &'static str>> {
+    if token.len() > MAX_TOKEN_BYTES {
+        return Some(Err("TokenInvalid"));
+    }
     if reading
         .header
         .keys()
@@ -465,6 +474,9 @@ fn name(result: &Result<VerifiedToken, Error>) -> Result<VerifiedToken, &'static
 
 fn check(token: &str, now: DateTime<Utc>) -> Result<VerifiedToken, &'static str> {
     let answer = name(&SERVICE.verify(token, now));
+    if token.is_empty() || token.len() > MAX_TOKEN_BYTES {
+        assert_eq!(answer, Err("TokenInvalid"), "{} bytes", token.len());
+    }
     let reading = read(token);
     match (&answer, &reading) {
         (Ok(_), None) => panic!("accepted a token not validly signed by a known key: {token:?}"),
@@ -505,7 +517,7 @@ fn check(token: &str, now: DateTime<Utc>) -> Result<VerifiedToken, &'static str>
             }
             _ => {}
         }
-        if let Some(want) = expected(reading, now) {
+        if let Some(want) = expected(token, reading, now) {
             assert_eq!(answer, want, "{token:?} at {now}");
         }
     }
