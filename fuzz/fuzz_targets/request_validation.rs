@@ -1,6 +1,7 @@
 //! The request-field rules (`domain::input`, `PasswordPolicy::check`) on any
 //! text: they never panic, and what they accept has the shape API.md
-//! promises.
+//! promises. An email that parses also shares its lockout key with every
+//! spelling that logs into the same account.
 
 #![no_main]
 
@@ -11,6 +12,7 @@ use unicode_normalization::UnicodeNormalization as _;
 use warden::{
     domain::{
         input::{Device, DisplayName, Email, parse_id},
+        lockout::lockout_key,
         password::{MAX_PASSWORD_CHARS, PasswordPolicy},
     },
     error::Error,
@@ -59,6 +61,12 @@ fn email(raw: &str) {
         Email::parse("email", s).as_ref(),
         Ok(&email),
         "parses again to itself"
+    );
+    // Login counts failures under the email as typed.
+    assert_eq!(
+        lockout_key(raw),
+        lockout_key(s),
+        "every spelling of an account's email shares its lockout key: {raw:?}"
     );
 }
 
