@@ -9,8 +9,11 @@
 # fuzz/corpus/<target>/, so the committed seeds never change. The script
 # exits non-zero if any target crashes (a panic, a failed property, a
 # timeout or running out of memory), after printing the crashing input's
-# path and its bytes in base64 (replay it with
-# `cargo fuzz run <target> <path>` from fuzz/, or by hand, see the README).
+# path and its bytes in base64. To replay one with the same build, from fuzz/:
+#   RUSTC_BOOTSTRAP=1 RUSTFLAGS=-Coverflow-checks=on cargo fuzz run -O -s none \
+#     --target-dir "$WARDEN_FUZZ_TARGET_DIR" <target> <path>
+# (`cargo fuzz fmt` with the same arguments prints the input as the target
+# saw it).
 #
 # It needs only the stable toolchain: cargo-fuzz's nightly-only flags are
 # let through with RUSTC_BOOTSTRAP=1.
