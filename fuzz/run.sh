@@ -15,8 +15,9 @@
 # (`cargo fuzz fmt` with the same arguments prints the input as the target
 # saw it).
 #
-# It needs only the stable toolchain: cargo-fuzz's nightly-only flags are
-# let through with RUSTC_BOOTSTRAP=1.
+# It needs only the stable toolchain. Without a sanitizer cargo-fuzz passes
+# stable flags only; ASan needs `-Zsanitizer`, which RUSTC_BOOTSTRAP=1 lets
+# through on stable.
 #
 # Environment:
 #   WARDEN_FUZZ_TOOLS       where cargo-fuzz is installed, pinned
@@ -26,7 +27,7 @@
 #   WARDEN_FUZZ_ARTIFACTS   where crashing inputs are kept
 #                           (default fuzz/artifacts)
 #   WARDEN_FUZZ_SANITIZER   none (default: the code under test is safe
-#                           Rust, and it is about twice as fast) or address
+#                           Rust, and ASan slows every execution) or address
 set -Eeuo pipefail
 
 CARGO_FUZZ_VERSION=0.13.2
