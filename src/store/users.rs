@@ -132,8 +132,8 @@ pub async fn page<C: ConnectionTrait>(
         // PostgreSQL filter every row before the cursor (16 ms deep into
         // 100,000 users).
         let key = Expr::tuple([
-            Expr::col((user::Entity, user::Column::CreatedAt)).into(),
-            Expr::col((user::Entity, user::Column::Id)).into(),
+            Expr::col((user::Entity, user::Column::CreatedAt)),
+            Expr::col((user::Entity, user::Column::Id)),
         ]);
         query = query.filter(key.lt(Expr::tuple([Expr::value(created_at), Expr::value(id)])));
     }
