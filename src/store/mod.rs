@@ -22,6 +22,10 @@ use crate::error::Result;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// How long a pooled PostgreSQL connection may sit idle before it is
+/// pinged again before use.
+const STALE_AFTER: Duration = Duration::from_secs(1);
+
 /// The default of `WARDEN_DATABASE_TIMEOUT`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -38,6 +42,17 @@ pub async fn connect(url: &str, timeout: Duration) -> Result<DatabaseConnection,
         .sqlx_logging(false)
         .connect_timeout(timeout)
         .acquire_timeout(timeout);
+    // sqlx pings a pooled connection every time it is handed out unless
+    // told otherwise: one more round trip per query (on SQLite, one more
+    // hop to the connection's worker thread and back). A connection to a
+    // file does not go stale; one to a server is pinged only after it sat
+    // idle, when the server or something in between may have dropped it.
+    // One that broke while in use fails its query and is closed.
+    if url.starts_with("sqlite:") {
+        options.test_before_acquire(false);
+    } else {
+        options.test_before_acquire_if_idle_for(STALE_AFTER);
+    }
     if url.starts_with("sqlite:") {
         // Every connection to an in-memory database is a database of its
         // own, so one connection must serve them all, and never close:
