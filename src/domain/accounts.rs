@@ -9,7 +9,7 @@ use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
 use super::{
-    ClientInfo, Session, User, UserStatus,
+    ClientInfo, User, UserStatus,
     input::{Device, DisplayName, Email},
     password::{Hasher, PasswordPolicy},
     tokens::{RefreshToken, TokenService, VerifiedToken},
@@ -57,7 +57,7 @@ pub struct LoginOutcome {
 #[derive(Debug, Clone)]
 pub struct Principal {
     pub user: User,
-    pub session: Session,
+    pub session_id: Uuid,
     pub token: VerifiedToken,
 }
 
@@ -284,23 +284,33 @@ impl Accounts {
     /// token's user, and that user must be approved. Read on every call, so a
     /// revocation or a disabled account takes effect at once.
     pub async fn authorize(&self, token: &VerifiedToken, now: DateTime<Utc>) -> Result<Principal> {
-        let (session, account) = self
+        let found = self
             .bearer_lookups
             .find(token.session_id)
             .await?
             .ok_or(Error::SessionRevoked)?;
-        if session.user_id != token.user_id {
+        if found.user_id != token.user_id {
             return Err(Error::TokenInvalid);
         }
-        if session.revoked_at.is_some()
-            || session.expires_at <= now
-            || account.status != UserStatus::Approved
+        if found.revoked_at.is_some()
+            || found.expires_at <= now
+            || found.status != UserStatus::Approved
         {
             return Err(Error::SessionRevoked);
         }
         Ok(Principal {
-            user: account.into(),
-            session,
+            session_id: found.session_id,
+            user: User {
+                id: found.user_id,
+                email: found.email,
+                display_name: found.display_name,
+                is_admin: found.is_admin,
+                status: found.status,
+                created_at: found.created_at,
+                updated_at: found.updated_at,
+                approved_at: found.approved_at,
+                approved_by: found.approved_by,
+            },
             token: *token,
         })
     }

@@ -85,7 +85,7 @@ impl Accounts {
         self.check_current_password(caller, current_password, now)
             .await?;
         let hash = self.hasher.hash(&new_password).await?;
-        let (user_id, keep) = (caller.user.id, caller.session.id);
+        let (user_id, keep) = (caller.user.id, caller.session_id);
         let revoked = store::serializable(&self.db, |txn| {
             let hash = hash.clone();
             Box::pin(async move {

@@ -132,7 +132,7 @@ impl Accounts {
         let revoked = if all_sessions {
             sessions::revoke_all_for_user(&self.db, caller.user.id, None, now).await?
         } else {
-            sessions::revoke(&self.db, caller.session.id, now).await?
+            sessions::revoke(&self.db, caller.session_id, now).await?
         };
         tracing::info!(user_id = %caller.user.id, revoked, "logout");
         Ok(revoked)

@@ -164,7 +164,7 @@ impl Auth for AuthApi {
         Ok(Response::new(pb::ListSessionsResponse {
             sessions: sessions
                 .into_iter()
-                .map(|s| session(s, caller.session.id))
+                .map(|s| session(s, caller.session_id))
                 .collect(),
         }))
     }
@@ -200,7 +200,7 @@ impl Auth for AuthApi {
                 user_id: p.user.id.to_string(),
                 email: p.user.email,
                 is_admin: p.user.is_admin,
-                session_id: p.session.id.to_string(),
+                session_id: p.session_id.to_string(),
                 expires_at: Some(timestamp(p.token.expires_at)),
             },
             None => pb::ValidateTokenResponse::default(),

@@ -177,7 +177,7 @@ impl UserAdmin for UserAdminApi {
         Ok(Response::new(pb::ListUserSessionsResponse {
             sessions: sessions
                 .into_iter()
-                .map(|s| session(s, caller.session.id))
+                .map(|s| session(s, caller.session_id))
                 .collect(),
         }))
     }
