@@ -210,6 +210,15 @@ impl KeyRing {
         for row in rows {
             let private_der = key_encryption::open(kek, &row.kid, &row.private_key)?;
             page_token_keys.push(derive_secret(&private_der, b"warden page token v1"));
+            // jsonwebtoken takes a key of any length here and then panics
+            // at every verification: a damaged row must stop the start.
+            if row.public_key.len() != ed25519_dalek::PUBLIC_KEY_LENGTH {
+                return Err(Error::Unexpected(anyhow::anyhow!(
+                    "public key {} is {} bytes, not an Ed25519 key",
+                    row.kid,
+                    row.public_key.len()
+                )));
+            }
             let x = URL_SAFE_NO_PAD.encode(&row.public_key);
             let key = DecodingKey::from_ed_components(&x)
                 .with_context(|| format!("public key {} is not Ed25519", row.kid))?;
@@ -757,6 +766,20 @@ mod tests {
             tokens.verify(&signed_by_old.token, now()),
             Err(Error::TokenInvalid)
         ));
+    }
+
+    #[test]
+    fn a_stored_public_key_of_the_wrong_length_is_refused_not_a_panic_later() {
+        let mut key = generate_signing_key(now(), None).unwrap();
+        key.public_key.truncate(31);
+        let refused = TokenService::new(
+            "warden".into(),
+            "warden".into(),
+            Duration::from_secs(900),
+            &[key],
+            None,
+        );
+        assert!(matches!(refused, Err(Error::Unexpected(_))));
     }
 
     #[test]
