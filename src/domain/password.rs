@@ -2,7 +2,7 @@
 
 use std::{
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicU64, AtomicUsize, Ordering},
     },
     time::Duration,
@@ -14,7 +14,6 @@ use argon2::{
     password_hash::phc::{Output, ParamsString, Salt},
 };
 use secrecy::{ExposeSecret, SecretString};
-use tokio::sync::Semaphore;
 use unicode_normalization::UnicodeNormalization;
 
 use super::input::Email;
@@ -128,19 +127,17 @@ impl HashingCost {
     }
 }
 
-/// Hashes and verifies passwords on the blocking pool, at most one per core
-/// at a time, so that a login flood neither stalls the async workers (token
-/// checks stay fast) nor allocates argon2 memory without bound.
+/// Hashes and verifies passwords on threads of its own, one per core, so
+/// that a login flood neither stalls the async workers (token checks stay
+/// fast) nor allocates argon2 memory without bound. A hashing thread takes
+/// the next job the moment it finishes one: no core idles between hashes
+/// while calls wait. (Handing each hash from a semaphore to tokio's blocking
+/// pool left 2–7 % of the CPU idle under a saturated login load.)
 pub struct Hasher {
     argon2: Argon2<'static>,
     params: Params,
-    workspaces: Arc<Workspaces>,
-    permits: Arc<Semaphore>,
-    concurrency: usize,
-    /// Calls waiting for a permit, and how many may wait: beyond that a
-    /// flood is answered at once instead of queueing without bound.
-    waiting: Arc<AtomicUsize>,
-    max_waiting: usize,
+    jobs: flume::Sender<Job>,
+    queue: Arc<Queue>,
     /// A hash of a random password with the current parameters: unknown
     /// emails are verified against it so they cost what a wrong password
     /// costs.
@@ -148,46 +145,47 @@ pub struct Hasher {
     verifications: AtomicU64,
 }
 
-/// argon2's working memory (`m` KiB), kept between hashes: one per permit
-/// at most, allocated at first use. Allocating it for every hash costs page
-/// faults and zeroing, and the freed 19 MiB blocks linger in the allocator's
-/// per-thread arenas: under a login flood the process grew past 600 MiB.
-struct Workspaces {
-    blocks: usize,
-    free: Mutex<Vec<Vec<Block>>>,
-    /// The hasher's queue: calls waiting for a permit.
-    waiting: Arc<AtomicUsize>,
+/// Work for a hashing thread, in its workspace.
+type Job = Box<dyn FnOnce(&mut [Block]) + Send>;
+
+/// The hashing queue's counters.
+struct Queue {
+    /// Calls that hold a place and have not started hashing, and how many
+    /// may: beyond that a flood is answered at once instead of queueing
+    /// without bound.
+    waiting: AtomicUsize,
+    max_waiting: usize,
+    /// Hashes running.
+    running: AtomicUsize,
 }
 
-impl Workspaces {
-    fn new(params: &Params, waiting: Arc<AtomicUsize>) -> Self {
-        Self {
-            blocks: params.block_count(),
-            free: Mutex::new(Vec::new()),
-            waiting,
+/// A hashing thread: runs jobs until the hasher is dropped.
+///
+/// argon2's working memory (`m` KiB) is kept between hashes, allocated at
+/// first use: allocating it for every hash costs page faults and zeroing,
+/// and freed 19 MiB blocks linger in the allocator's per-thread arenas (under
+/// a login flood the process grew past 600 MiB). What a password was hashed
+/// into stays in the workspace until the next hash overwrites it (argon2
+/// writes every block before it reads one), so a workspace that goes idle is
+/// wiped; one that a waiting call takes at once is not: the wipe would cost
+/// 19 MiB of writes, some 3 % of a saturated login load, for nothing.
+fn hash_jobs(jobs: flume::Receiver<Job>, queue: Arc<Queue>, blocks: usize) {
+    let mut workspace = Vec::new();
+    while let Ok(job) = jobs.recv() {
+        if workspace.is_empty() {
+            workspace = vec![Block::default(); blocks];
         }
-    }
-
-    /// Runs `work` in a workspace. What the password was hashed into stays
-    /// in it until the next hash overwrites it (argon2 writes every block
-    /// before it reads one), so a workspace that goes idle is wiped; one
-    /// that a waiting call takes at once is not: the wipe would cost 19 MiB
-    /// of writes, some 3 % of a saturated login load, for nothing.
-    fn with<T>(&self, work: impl FnOnce(&mut [Block]) -> T) -> T {
-        let taken = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        let mut workspace = taken.unwrap_or_else(|| vec![Block::default(); self.blocks]);
-        let result = work(&mut workspace);
-        if self.waiting.load(Ordering::SeqCst) == 0 {
+        queue.running.fetch_add(1, Ordering::SeqCst);
+        // A job that panics drops its reply (its caller gets an error); the
+        // thread lives on.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut workspace)));
+        queue.running.fetch_sub(1, Ordering::SeqCst);
+        if queue.waiting.load(Ordering::SeqCst) == 0 {
             // As words: one memset.
             for block in &mut workspace {
                 block.as_mut().fill(0);
             }
         }
-        self.free
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(workspace);
-        result
     }
 }
 
@@ -245,29 +243,28 @@ fn verify_in(memory: &mut [Block], password: &[u8], phc: &str) -> bool {
     computed.is_ok() && Output::new(output).is_ok_and(|o| &o == expected)
 }
 
-/// A call's place in the hashing queue, given up when it gets a core (or
-/// gives up).
-pub struct Place<'a> {
-    waiting: &'a AtomicUsize,
+/// A call's place in the hashing queue, given up when its hash starts (or
+/// the call gives up).
+pub struct Place {
+    queue: Arc<Queue>,
 }
 
-impl Drop for Place<'_> {
+impl Drop for Place {
     fn drop(&mut self) {
-        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        self.queue.waiting.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
-/// How many calls may wait for a hashing permit, per permit.
-const WAITING_PER_PERMIT: usize = 32;
+/// How many calls may wait for a hashing thread, per thread.
+const WAITING_PER_THREAD: usize = 32;
 /// What a client is told to wait when the queue is full.
 const OVERLOAD_RETRY: Duration = Duration::from_secs(1);
 
 impl Hasher {
+    /// A hasher with `concurrency` hashing threads.
     pub fn new(cost: HashingCost, concurrency: usize) -> Result<Self> {
         let params = cost.params()?;
         let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
-        let waiting = Arc::new(AtomicUsize::new(0));
-        let workspaces = Arc::new(Workspaces::new(&params, waiting.clone()));
         let mut random = [0u8; 32];
         getrandom::fill(&mut random).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
         // Made in memory of its own, so that an idle server holds none.
@@ -277,14 +274,25 @@ impl Hasher {
             &random,
         )?;
         let concurrency = concurrency.max(1);
+        let queue = Arc::new(Queue {
+            waiting: AtomicUsize::new(0),
+            max_waiting: concurrency * WAITING_PER_THREAD,
+            running: AtomicUsize::new(0),
+        });
+        // The threads end when the hasher, the only sender, is dropped.
+        let (jobs, incoming) = flume::unbounded();
+        for _ in 0..concurrency {
+            let (incoming, queue, blocks) = (incoming.clone(), queue.clone(), params.block_count());
+            std::thread::Builder::new()
+                .name("warden-hash".into())
+                .spawn(move || hash_jobs(incoming, queue, blocks))
+                .context("starting a hashing thread")?;
+        }
         Ok(Self {
             argon2,
             params,
-            workspaces,
-            permits: Arc::new(Semaphore::new(concurrency)),
-            concurrency,
-            waiting,
-            max_waiting: concurrency * WAITING_PER_PERMIT,
+            jobs,
+            queue,
             dummy_hash,
             verifications: AtomicU64::new(0),
         })
@@ -319,7 +327,7 @@ impl Hasher {
     /// `hash`, in a place taken with `queue` (or one taken now).
     pub async fn hash_queued(
         &self,
-        place: Option<Place<'_>>,
+        place: Option<Place>,
         password: &NewPassword,
     ) -> Result<String> {
         let argon2 = self.argon2.clone();
@@ -348,7 +356,7 @@ impl Hasher {
     /// `verify`, in a place taken with `queue` (or one taken now).
     pub async fn verify_queued(
         &self,
-        place: Option<Place<'_>>,
+        place: Option<Place>,
         password: &SecretString,
         phc: Option<&str>,
     ) -> Result<bool> {
@@ -370,13 +378,12 @@ impl Hasher {
 
     /// Hashes waiting for a core.
     pub fn queue_depth(&self) -> usize {
-        self.waiting.load(Ordering::Relaxed)
+        self.queue.waiting.load(Ordering::Relaxed)
     }
 
     /// Hashes running.
     pub fn in_flight(&self) -> usize {
-        self.concurrency
-            .saturating_sub(self.permits.available_permits())
+        self.queue.running.load(Ordering::Relaxed)
     }
 
     /// How many verifications ran since start: each login attempt that got
@@ -388,19 +395,20 @@ impl Hasher {
     /// A place in the queue for a hash, or RATE_LIMITED at once when the
     /// queue is full. A call that will hash takes it before any other work,
     /// so that an overloaded server refuses it before reading the database.
-    pub fn queue(&self) -> Result<Place<'_>> {
-        if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.max_waiting {
-            self.waiting.fetch_sub(1, Ordering::SeqCst);
+    pub fn queue(&self) -> Result<Place> {
+        if self.queue.waiting.fetch_add(1, Ordering::SeqCst) >= self.queue.max_waiting {
+            self.queue.waiting.fetch_sub(1, Ordering::SeqCst);
             return Err(Error::RateLimited {
                 retry_after: OVERLOAD_RETRY,
             });
         }
         Ok(Place {
-            waiting: &self.waiting,
+            queue: self.queue.clone(),
         })
     }
 
-    async fn blocking<T, F>(&self, place: Option<Place<'_>>, work: F) -> Result<T>
+    /// Runs `work` on a hashing thread, in `place` (or one taken now).
+    async fn blocking<T, F>(&self, place: Option<Place>, work: F) -> Result<T>
     where
         F: FnOnce(&mut [Block]) -> Result<T> + Send + 'static,
         T: Send + 'static,
@@ -409,21 +417,22 @@ impl Hasher {
             Some(place) => place,
             None => self.queue()?,
         };
-        let permit = self.permits.clone().acquire_owned().await;
-        drop(place);
-        let permit = permit.context("hashing pool closed")?;
         let span = tracing::Span::current();
-        let workspaces = self.workspaces.clone();
-        // The permit goes with the work: if the caller gives up (a timeout, a
-        // client gone), the hash still runs to its end and keeps its slot, so
-        // no more hashes run at once than there are permits (and no more
-        // workspaces exist).
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            span.in_scope(|| workspaces.with(work))
-        })
-        .await
-        .context("hashing task failed")?
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |memory| {
+            drop(place);
+            // A caller that gave up before its turn (a timeout, a client
+            // gone) costs no hash. One that gives up later does not stop
+            // its hash: no more hashes run at once than there are threads.
+            if reply.is_closed() {
+                return;
+            }
+            let _ = reply.send(span.in_scope(|| work(memory)));
+        });
+        self.jobs
+            .send(job)
+            .map_err(|_| anyhow::anyhow!("the hashing threads have stopped"))?;
+        answer.await.context("hashing failed")?
     }
 }
 
@@ -547,53 +556,113 @@ mod tests {
     }
 
     /// With a call waiting, a workspace goes to the next hash as the last
-    /// one left it; the hash must not depend on what was there.
+    /// one left it; the hash must not depend on what was there. With none,
+    /// it is wiped.
     #[test]
-    fn a_workspace_left_dirty_gives_the_same_hashes() {
+    fn a_workspace_left_dirty_gives_the_same_hashes_and_an_idle_one_is_wiped() {
         use argon2::PasswordVerifier as _;
         let params = Params::new(64, 2, 1, None).unwrap();
         let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
-        let busy = Workspaces::new(&params, Arc::new(AtomicUsize::new(1)));
-        let first = busy
-            .with(|memory| hash_in(&argon2, memory, b"first passphrase"))
-            .unwrap();
-        let dirty = busy.with(|memory| {
-            assert!(memory.iter().any(|b| b.as_ref().iter().any(|w| *w != 0)));
-            hash_in(&argon2, memory, b"second passphrase")
+        let queue = Arc::new(Queue {
+            waiting: AtomicUsize::new(1),
+            max_waiting: 8,
+            running: AtomicUsize::new(0),
         });
-        let second = dirty.unwrap();
-        for (phc, password) in [(&first, "first passphrase"), (&second, "second passphrase")] {
+        let (jobs, incoming) = flume::unbounded::<Job>();
+        let (results, made) = std::sync::mpsc::channel();
+        let (first, second) = (results.clone(), results.clone());
+        let argon2_first = argon2.clone();
+        jobs.send(Box::new(move |memory| {
+            first
+                .send(hash_in(&argon2_first, memory, b"first passphrase").unwrap())
+                .unwrap();
+        }))
+        .unwrap();
+        let idle = queue.clone();
+        jobs.send(Box::new(move |memory| {
+            // A call was waiting: left as the first hash left it.
+            assert!(memory.iter().any(|b| b.as_ref().iter().any(|w| *w != 0)));
+            second
+                .send(hash_in(&argon2, memory, b"second passphrase").unwrap())
+                .unwrap();
+            idle.waiting.store(0, Ordering::SeqCst);
+        }))
+        .unwrap();
+        jobs.send(Box::new(move |memory| {
+            let wiped = memory.iter().all(|b| b.as_ref().iter().all(|w| *w == 0));
+            results.send(wiped.to_string()).unwrap();
+        }))
+        .unwrap();
+        drop(jobs);
+        hash_jobs(incoming, queue.clone(), params.block_count());
+        let made: Vec<String> = made.iter().collect();
+        assert_eq!(made[2], "true", "wiped when idle");
+        for (phc, password) in [
+            (&made[0], "first passphrase"),
+            (&made[1], "second passphrase"),
+        ] {
             Argon2::default()
                 .verify_password(password.as_bytes(), phc.as_str())
                 .unwrap();
-            assert!(busy.with(|memory| verify_in(memory, password.as_bytes(), phc)));
+            let mut dirty = vec![Block::default(); params.block_count()];
+            for block in &mut dirty {
+                block.as_mut().fill(0x5a5a_5a5a_5a5a_5a5a);
+            }
+            assert!(verify_in(&mut dirty, password.as_bytes(), phc));
         }
-        let idle = Workspaces::new(&params, Arc::new(AtomicUsize::new(0)));
-        idle.with(|memory| hash_in(&argon2, memory, b"first passphrase"))
-            .unwrap();
-        idle.with(|memory| {
-            assert!(
-                memory.iter().all(|b| b.as_ref().iter().all(|w| *w == 0)),
-                "wiped when idle"
-            );
+        assert_eq!(queue.running.load(Ordering::SeqCst), 0);
+    }
+
+    /// A job that holds its hashing thread until `gate` is dropped or sent
+    /// to; `started` hears when it runs.
+    fn held(
+        hasher: &Arc<Hasher>,
+    ) -> (
+        tokio::task::JoinHandle<Result<()>>,
+        std::sync::mpsc::Sender<()>,
+        tokio::sync::oneshot::Receiver<()>,
+    ) {
+        let (gate, wait) = std::sync::mpsc::channel::<()>();
+        let (started, running) = tokio::sync::oneshot::channel();
+        let hasher = hasher.clone();
+        let call = tokio::spawn(async move {
+            hasher
+                .blocking(None, move |_| {
+                    let _ = started.send(());
+                    let _ = wait.recv();
+                    Ok(())
+                })
+                .await
         });
+        (call, gate, running)
     }
 
     #[tokio::test]
-    async fn there_are_never_more_workspaces_than_permits() {
+    async fn no_more_hashes_run_at_once_than_there_are_threads() {
         let hasher = Arc::new(cheap());
+        let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
         let calls: Vec<_> = (0..40)
             .map(|_| {
-                let hasher = hasher.clone();
-                tokio::spawn(async move { hasher.verify(&SecretString::from("x"), None).await })
+                let (hasher, now, most) = (hasher.clone(), now.clone(), most.clone());
+                tokio::spawn(async move {
+                    hasher
+                        .blocking(None, move |_| {
+                            let running = now.fetch_add(1, Ordering::SeqCst) + 1;
+                            most.fetch_max(running, Ordering::SeqCst);
+                            std::thread::sleep(Duration::from_millis(2));
+                            now.fetch_sub(1, Ordering::SeqCst);
+                            Ok(())
+                        })
+                        .await
+                })
             })
             .collect();
         for call in calls {
             call.await.unwrap().unwrap();
         }
-        let kept = hasher.workspaces.free.lock().unwrap();
-        assert!((1..=2).contains(&kept.len()), "{} workspaces", kept.len());
-        assert!(kept.iter().all(|w| w.len() == 64));
+        assert_eq!(most.load(Ordering::SeqCst), 2, "two threads, both used");
+        assert_eq!(hasher.in_flight(), 0);
+        assert_eq!(hasher.queue_depth(), 0);
     }
 
     #[tokio::test]
@@ -634,15 +703,18 @@ mod tests {
     #[tokio::test]
     async fn a_full_queue_is_answered_at_once() {
         let hasher = Arc::new(cheap());
-        // Hold every permit, then fill the queue.
-        let held = hasher.permits.clone().acquire_many_owned(2).await.unwrap();
-        let queued: Vec<_> = (0..hasher.max_waiting)
+        // Hold both threads, then fill the queue.
+        let (first, second) = (held(&hasher), held(&hasher));
+        first.2.await.unwrap();
+        second.2.await.unwrap();
+        assert_eq!(hasher.in_flight(), 2);
+        let queued: Vec<_> = (0..hasher.queue.max_waiting)
             .map(|_| {
                 let hasher = hasher.clone();
                 tokio::spawn(async move { hasher.verify(&SecretString::from("x"), None).await })
             })
             .collect();
-        while hasher.waiting.load(Ordering::SeqCst) < hasher.max_waiting {
+        while hasher.queue_depth() < hasher.queue.max_waiting {
             tokio::task::yield_now().await;
         }
         let refused = hasher.verify(&SecretString::from("x"), None).await;
@@ -650,42 +722,62 @@ mod tests {
             matches!(refused, Err(Error::RateLimited { .. })),
             "{refused:?}"
         );
-        drop(held);
+        drop((first.1, second.1));
+        first.0.await.unwrap().unwrap();
+        second.0.await.unwrap().unwrap();
         for call in queued {
             assert!(call.await.unwrap().is_ok(), "the queued calls still run");
         }
+        assert_eq!(hasher.queue_depth(), 0);
     }
 
+    /// A hash that has started runs to its end when its caller gives up, so
+    /// it keeps its thread; one whose caller gave up before its turn never
+    /// runs.
     #[tokio::test]
-    async fn a_hash_keeps_its_permit_after_the_caller_gives_up() {
+    async fn a_caller_that_gives_up_frees_its_thread_only_when_its_hash_is_done() {
         let hasher = Arc::new(
             Hasher::new(
                 HashingCost {
-                    memory_kib: 16 * 1024,
-                    iterations: 4,
+                    memory_kib: 64,
+                    iterations: 1,
                     parallelism: 1,
                 },
                 1,
             )
             .unwrap(),
         );
-        let call = {
-            let hasher = hasher.clone();
-            tokio::spawn(async move { hasher.verify(&SecretString::from("x"), None).await })
+        let (running, gate, started) = held(&hasher);
+        started.await.unwrap();
+        running.abort();
+        assert!(running.await.unwrap_err().is_cancelled());
+        let ran = Arc::new(AtomicUsize::new(0));
+        let abandoned = {
+            let (hasher, ran) = (hasher.clone(), ran.clone());
+            tokio::spawn(async move {
+                hasher
+                    .blocking(None, move |_| {
+                        ran.fetch_add(1, Ordering::SeqCst);
+                        Ok(())
+                    })
+                    .await
+            })
         };
-        while hasher.permits.available_permits() == 1 {
+        while hasher.queue_depth() == 0 {
             tokio::task::yield_now().await;
         }
-        call.abort();
-        let _ = call.await;
         assert_eq!(
-            hasher.permits.available_permits(),
-            0,
-            "the hash is still running"
+            hasher.in_flight(),
+            1,
+            "the given-up hash still holds the thread"
         );
-        // The permit comes back once the hash is done.
-        let permit = hasher.permits.acquire().await.unwrap();
-        drop(permit);
+        abandoned.abort();
+        assert!(abandoned.await.unwrap_err().is_cancelled());
+        drop(gate);
+        // The next hash runs once the first is done; the abandoned one never.
+        assert!(!hasher.verify(&SecretString::from("x"), None).await.unwrap());
+        assert_eq!(ran.load(Ordering::SeqCst), 0);
+        assert_eq!(hasher.queue_depth(), 0);
     }
 
     #[tokio::test]
