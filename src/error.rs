@@ -162,7 +162,10 @@ fn is_serialization_failure(err: &DbErr) -> bool {
 /// condition, not the request's, and clears without a change to the request.
 pub fn unavailability(err: &DbErr) -> Option<Unavailability> {
     use sea_orm::sqlx::Error as Sqlx;
-    if matches!(err, DbErr::ConnectionAcquire(_)) {
+    // No connection at all: the pool could not hand one out, or making one
+    // failed (refused, the database gone or misconfigured, sea-orm's
+    // "Disconnected").
+    if matches!(err, DbErr::ConnectionAcquire(_) | DbErr::Conn(_)) {
         return Some(Unavailability::Unreachable);
     }
     match sqlx_error(err)? {

@@ -77,13 +77,13 @@ impl MigrationTrait for Migration {
             )
             .await?;
         let db = manager.get_connection();
-        for status in STATUSES {
-            db.execute_unprepared(&format!(
-                "INSERT INTO user_counts (status, total) \
-                 SELECT '{status}', COUNT(*) FROM users WHERE status = '{status}'"
-            ))
-            .await?;
-        }
+        // Triggers first, counts second. On PostgreSQL the migration is one
+        // transaction, and creating a trigger locks `users` against writes
+        // until it commits: every user is then either counted below (its
+        // insert committed first) or counted by the triggers (it waited).
+        // Counting first would miss users that replicas still on the old
+        // version write between the count and the triggers. SQLite
+        // migrates holding the write lock.
         match manager.get_database_backend() {
             DbBackend::Postgres => {
                 db.execute_unprepared(POSTGRES_TRIGGERS).await?;
@@ -93,6 +93,13 @@ impl MigrationTrait for Migration {
                     db.execute_unprepared(trigger).await?;
                 }
             }
+        }
+        for status in STATUSES {
+            db.execute_unprepared(&format!(
+                "INSERT INTO user_counts (status, total) \
+                 SELECT '{status}', COUNT(*) FROM users WHERE status = '{status}'"
+            ))
+            .await?;
         }
         Ok(())
     }

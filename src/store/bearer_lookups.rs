@@ -94,7 +94,7 @@ impl BearerLookups {
         }
         rx.await.unwrap_or_else(|_| {
             Err(DbErr::Custom(
-                "the session read was abandoned (runtime shutting down)".to_owned(),
+                "the session read was abandoned (a panic, or the runtime shutting down)".to_owned(),
             ))
         })
     }
@@ -107,11 +107,13 @@ impl Inner {
 
     /// Answers `batch`, then whatever queued meanwhile, until nothing waits.
     async fn read_until_drained(self: Arc<Self>, mut batch: Vec<(Uuid, oneshot::Sender<Answer>)>) {
+        let reading = Reading(self.clone());
         loop {
             self.answer(batch).await;
             let mut state = self.lock();
             if state.waiting.is_empty() {
                 state.in_flight -= 1;
+                std::mem::forget(reading);
                 return;
             }
             batch = state.take_batch();
@@ -132,6 +134,19 @@ impl Inner {
                 }
             }
         }
+    }
+}
+
+/// A read under way. Ended any other way than by running dry (a panic, the
+/// task aborted), it gives its slot back and lets the calls that waited for
+/// it fail instead of waiting for a read that will never come.
+struct Reading(Arc<Inner>);
+
+impl Drop for Reading {
+    fn drop(&mut self) {
+        let mut state = self.0.lock();
+        state.in_flight -= 1;
+        state.waiting.clear();
     }
 }
 
@@ -175,4 +190,28 @@ async fn read(
         .all(db)
         .await?;
     Ok(rows.into_iter().map(|row| (row.session_id, row)).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A read that ends abnormally must neither keep its slot (every later
+    /// bearer call would wait for nothing) nor leave callers waiting.
+    #[tokio::test]
+    async fn a_read_that_dies_frees_its_slot_and_fails_its_waiters() {
+        let db = sea_orm::Database::connect("sqlite::memory:").await.unwrap();
+        let lookups = BearerLookups::new(db);
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut state = lookups.inner.lock();
+            state.in_flight = 1;
+            state.waiting.push((Uuid::nil(), tx));
+        }
+        drop(Reading(lookups.inner.clone()));
+        assert!(rx.await.is_err(), "the waiting call hears at once");
+        let state = lookups.inner.lock();
+        assert_eq!(state.in_flight, 0);
+        assert!(state.waiting.is_empty());
+    }
 }

@@ -26,9 +26,6 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// pinged again before use.
 const STALE_AFTER: Duration = Duration::from_secs(1);
 
-/// The default of `WARDEN_DATABASE_TIMEOUT`.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// Connects with settings that suit a server. `timeout` bounds every wait on
 /// the database, so that a call meets an error instead of a hang: opening a
 /// connection, waiting for a pooled one, and (PostgreSQL) one statement, or
