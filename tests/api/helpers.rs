@@ -744,10 +744,29 @@ pub fn describe(status: &Status) -> String {
 }
 
 /// When something a test needs is missing: skipped with the reason
-/// printed, or, where CI=true, failed.
+/// printed, or, in CI (see `in_ci`), failed.
 pub fn skip_or_fail(reason: &str) {
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("CI=true and {reason}");
+    if in_ci() {
+        panic!("in CI and {reason}");
     }
     eprintln!("skipped: {reason}");
+}
+
+/// CI set to anything but empty, `false` or `0` (CI services say `true`,
+/// `1` or `yes`).
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !matches!(v.trim(), "" | "false" | "0"))
+}
+
+/// The single integer `sql` selects.
+pub async fn count(db: &impl sea_orm::ConnectionTrait, sql: &str) -> i64 {
+    let row = db
+        .query_one_raw(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            sql,
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .expect("a row");
+    row.try_get_by_index::<i64>(0).expect("an integer")
 }

@@ -32,7 +32,8 @@ use warden::{
 use crate::{
     helpers::{
         ADMIN_EMAIL, CHEAP_HASHING_ENV, PASSWORD, Remote, ServerProcess, TestDatabase,
-        assert_error, describe, http_get, is_database_unavailable, spawn_app, spawn_app_with,
+        assert_error, count, describe, http_get, is_database_unavailable, spawn_app,
+        spawn_app_with,
     },
     postgres_cluster::PostgresCluster,
 };
@@ -40,6 +41,9 @@ use crate::{
 /// Far beyond the 1 s database timeout the servers here run with, and far
 /// below the 30 s request deadline that would end a hung call.
 const ANSWER_BOUND: Duration = Duration::from_secs(5);
+/// What "promptly" means here: the 1 s database timeout, and slack for a
+/// loaded machine.
+const PROMPT: Duration = Duration::from_millis(2500);
 
 fn server_env(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
     let mut env = CHEAP_HASHING_ENV.to_vec();
@@ -198,15 +202,6 @@ async fn eventually(within: Duration, mut done: impl FnMut() -> bool) -> bool {
     done()
 }
 
-async fn count(db: &DatabaseConnection, sql: &str) -> i64 {
-    let row = db
-        .query_one_raw(Statement::from_string(db.get_database_backend(), sql))
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .expect("a row");
-    row.try_get_by_index::<i64>(0).expect("a count")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_postgresql_outage_answers_database_unavailable_and_warden_recovers_with_nothing_half_written()
  {
@@ -282,6 +277,11 @@ async fn a_postgresql_outage_answers_database_unavailable_and_warden_recovers_wi
         "GetMe: {}",
         describe(&status)
     );
+    assert!(
+        started.elapsed() < PROMPT,
+        "GetMe answered promptly, took {:?}",
+        started.elapsed()
+    );
     let first_unavailable = Instant::now();
     let answer = bounded(client.validate(&before_cut.access_token)).await;
     let status = answer
@@ -293,9 +293,9 @@ async fn a_postgresql_outage_answers_database_unavailable_and_warden_recovers_wi
         describe(&status)
     );
     assert!(
-        started.elapsed() < 2 * ANSWER_BOUND,
-        "bounded answers, took {:?}",
-        started.elapsed()
+        first_unavailable.elapsed() < PROMPT,
+        "ValidateToken answered promptly, took {:?}",
+        first_unavailable.elapsed()
     );
     // The public keys do not need it.
     assert_eq!(client.jwks_kids().await.unwrap().len(), 1);
@@ -364,7 +364,7 @@ async fn a_postgresql_outage_answers_database_unavailable_and_warden_recovers_wi
         seen.logins.lock().unwrap().len(),
     );
     assert!(
-        slowest < ANSWER_BOUND,
+        slowest < PROMPT,
         "slowest DATABASE_UNAVAILABLE took {slowest:?}"
     );
 
@@ -803,10 +803,17 @@ async fn a_call_held_up_by_a_lock_answers_database_unavailable_after_the_databas
             txn
         }
     };
+    let started = Instant::now();
     let answer = timeout(ANSWER_BOUND, app.register("late@example.com", PASSWORD))
         .await
         .expect("an answer, not a hang until the request deadline");
+    let waited = started.elapsed();
     assert_error(answer, Code::Unavailable, "DATABASE_UNAVAILABLE");
+    // It waited for the lock until the 500 ms timeout, not less, not much more.
+    assert!(
+        (Duration::from_millis(450)..Duration::from_millis(2000)).contains(&waited),
+        "answered after {waited:?}"
+    );
 
     held.rollback().await.unwrap();
     app.register("late@example.com", PASSWORD).await.unwrap();

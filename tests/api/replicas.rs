@@ -12,7 +12,7 @@ use warden_migrations::{Migrator, MigratorTrait};
 
 use crate::helpers::{
     ADMIN_EMAIL, CHEAP_HASHING_ENV, PASSWORD, Remote, ServerProcess, TestDatabase, assert_error,
-    spawn_app, spawn_app_on, warden,
+    count, describe, spawn_app, spawn_app_on, warden,
 };
 
 const WRONG: &str = "not the password at all, sorry";
@@ -257,12 +257,12 @@ async fn concurrent_migrations_and_replicas_starting_together_leave_one_sound_sc
         "refresh_tokens",
         "signing_keys",
         "login_failures",
+        "user_counts",
     ] {
         conn.execute_unprepared(&format!("SELECT count(*) FROM {table}"))
             .await
             .unwrap_or_else(|e| panic!("table {table}: {e}"));
     }
-    conn.close().await.ok();
 
     // One service: one signing key, one set of users.
     let jwks: Vec<Vec<String>> = join_all(clients.iter().map(Remote::jwks_kids))
@@ -273,7 +273,25 @@ async fn concurrent_migrations_and_replicas_starting_together_leave_one_sound_sc
     assert_eq!(jwks[0].len(), 1, "one signing key");
     assert!(jwks.windows(2).all(|w| w[0] == w[1]), "{jwks:?}");
     clients[0].register(ADMIN_EMAIL, PASSWORD).await.unwrap();
-    assert!(clients[2].login(ADMIN_EMAIL, PASSWORD).await.is_ok());
+    clients[2]
+        .login(ADMIN_EMAIL, PASSWORD)
+        .await
+        .unwrap_or_else(|s| panic!("login on another replica: {}", describe(&s)));
+    // The per-status counts: one row each, and they add up to the users.
+    assert_eq!(count(&conn, "SELECT count(*) FROM user_counts").await, 3);
+    assert_eq!(
+        count(&conn, "SELECT CAST(SUM(total) AS BIGINT) FROM user_counts").await,
+        count(&conn, "SELECT count(*) FROM users").await
+    );
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT total FROM user_counts WHERE status = 'approved'"
+        )
+        .await,
+        1
+    );
+    conn.close().await.ok();
     stop_all(servers).await;
 }
 
@@ -292,7 +310,10 @@ async fn a_release_older_than_the_schema_still_starts_so_an_upgrade_can_roll_bac
         .unwrap();
 
     let older = spawn_app_on(newer.database.share(), |_| {}).await;
-    assert!(older.login(ADMIN_EMAIL, PASSWORD).await.is_ok());
+    older
+        .login(ADMIN_EMAIL, PASSWORD)
+        .await
+        .unwrap_or_else(|s| panic!("the older release logs in: {}", describe(&s)));
 
     let output = warden()
         .arg("migrate")
