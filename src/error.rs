@@ -312,6 +312,11 @@ mod tests {
             exec(sqlx::Error::WorkerCrashed),
             DbErr::ConnectionAcquire(sea_orm::ConnAcquireErr::Timeout),
             DbErr::ConnectionAcquire(sea_orm::ConnAcquireErr::ConnectionClosed),
+            // sea-orm's own, and a connection refused at login.
+            DbErr::Conn(RuntimeErr::Internal("Disconnected".to_owned())),
+            DbErr::Conn(RuntimeErr::SqlxError(Arc::new(sqlx::Error::Database(
+                Box::new(Coded("28P01")),
+            )))),
         ] {
             let shown = err.to_string();
             assert!(is_unavailable(err), "{shown}");
