@@ -70,6 +70,11 @@ pub enum Error {
     WrongPassword,
     #[error("Too many attempts")]
     RateLimited { retry_after: Duration },
+    /// The server is busy (the hashing queue is full, too many calls in
+    /// flight), which is not the same as an account being locked: clients
+    /// tell the two apart by the reason.
+    #[error("Server overloaded, retry later")]
+    Overloaded { retry_after: Duration },
     #[error("Database unavailable: {}", unavailability(.0).map_or("cannot reach the database", Unavailability::describe))]
     DatabaseUnavailable(#[source] DbErr),
     #[error(transparent)]

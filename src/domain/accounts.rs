@@ -324,7 +324,7 @@ impl Accounts {
         };
         match self.authorize(&verified, now).await {
             Ok(principal) => Ok(Some(principal)),
-            Err(e @ (Error::DatabaseUnavailable(_) | Error::Unexpected(_))) => Err(e),
+            Err(e @ (Error::DatabaseUnavailable(_) | Error::Overloaded { .. } | Error::Unexpected(_))) => Err(e),
             Err(_) => Ok(None),
         }
     }

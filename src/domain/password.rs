@@ -408,13 +408,13 @@ impl Hasher {
         self.verifications.load(Ordering::Relaxed)
     }
 
-    /// A place in the queue for a hash, or RATE_LIMITED at once when the
+    /// A place in the queue for a hash, or OVERLOADED at once when the
     /// queue is full. A call that will hash takes it before any other work,
     /// so that an overloaded server refuses it before reading the database.
     pub fn queue(&self) -> Result<Place> {
         if self.queue.waiting.fetch_add(1, Ordering::SeqCst) >= self.queue.max_waiting {
             self.queue.waiting.fetch_sub(1, Ordering::SeqCst);
-            return Err(Error::RateLimited {
+            return Err(Error::Overloaded {
                 retry_after: OVERLOAD_RETRY,
             });
         }
@@ -732,7 +732,7 @@ mod tests {
         }
         let refused = hasher.verify(&SecretString::from("x"), None).await;
         assert!(
-            matches!(refused, Err(Error::RateLimited { .. })),
+            matches!(refused, Err(Error::Overloaded { .. })),
             "{refused:?}"
         );
         drop((first.1, second.1));

@@ -25,7 +25,7 @@ impl From<Error> for Status {
                 add_violations(&mut details, std::slice::from_ref(violation));
                 err.to_string()
             }
-            Error::RateLimited { retry_after } => {
+            Error::RateLimited { retry_after } | Error::Overloaded { retry_after } => {
                 details.set_retry_info(Some(*retry_after));
                 err.to_string()
             }
@@ -69,6 +69,7 @@ fn code_and_reason(err: &Error) -> (Code, &'static str) {
         Error::LastAdmin => (Code::FailedPrecondition, "LAST_ADMIN"),
         Error::WrongPassword => (Code::PermissionDenied, "WRONG_PASSWORD"),
         Error::RateLimited { .. } => (Code::ResourceExhausted, "RATE_LIMITED"),
+        Error::Overloaded { .. } => (Code::ResourceExhausted, "OVERLOADED"),
         Error::DatabaseUnavailable(_) => (Code::Unavailable, "DATABASE_UNAVAILABLE"),
         Error::Unexpected(_) => (Code::Internal, "INTERNAL"),
     }
@@ -126,5 +127,16 @@ mod tests {
         assert_eq!(status.code(), Code::ResourceExhausted);
         let retry = status.get_details_retry_info().unwrap();
         assert_eq!(retry.retry_delay, Some(std::time::Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn overload_is_told_apart_from_a_lockout_and_carries_retry_info() {
+        let status = Status::from(Error::Overloaded {
+            retry_after: std::time::Duration::from_secs(1),
+        });
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert_eq!(status.get_details_error_info().unwrap().reason, "OVERLOADED");
+        let retry = status.get_details_retry_info().unwrap();
+        assert_eq!(retry.retry_delay, Some(std::time::Duration::from_secs(1)));
     }
 }

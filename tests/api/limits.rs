@@ -100,7 +100,7 @@ async fn logins_and_registrations_are_refused_while_the_hashing_queue_is_full() 
         app.login(ADMIN_EMAIL, PASSWORD).await.map(|_| ()),
         app.register("late@example.com", PASSWORD).await.map(|_| ()),
     ] {
-        let status = assert_error(result, Code::ResourceExhausted, "RATE_LIMITED");
+        let status = assert_error(result, Code::ResourceExhausted, "OVERLOADED");
         assert!(status.get_details_retry_info().is_some());
     }
     drop(places);
