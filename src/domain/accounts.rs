@@ -11,6 +11,7 @@ use uuid::Uuid;
 use super::{
     ClientInfo, User, UserStatus,
     input::{Device, DisplayName, Email},
+    lockout::LockoutPolicy,
     password::{Hasher, PasswordPolicy},
     tokens::{RefreshToken, TokenService, VerifiedToken},
 };
@@ -70,11 +71,6 @@ pub struct AccountSettings {
     pub lockout: Duration,
 }
 
-pub(super) struct Lockout {
-    pub(super) failure_limit: u32,
-    pub(super) duration: TimeDelta,
-}
-
 /// Accounts, sessions and tokens: the operations of the `Auth` and
 /// `UserAdmin` services, spread over this module, `sessions.rs`,
 /// `profile.rs`, `lockout.rs` and `admin.rs`.
@@ -85,7 +81,7 @@ pub struct Accounts {
     pub(super) policy: PasswordPolicy,
     pub(super) tokens: Arc<TokenService>,
     pub(super) refresh_ttl: TimeDelta,
-    pub(super) lockout: Lockout,
+    pub(super) lockout: LockoutPolicy,
 }
 
 impl Accounts {
@@ -102,9 +98,9 @@ impl Accounts {
             policy: settings.policy,
             tokens,
             refresh_ttl: TimeDelta::from_std(settings.refresh_ttl).context("refresh token TTL")?,
-            lockout: Lockout {
+            lockout: LockoutPolicy {
                 failure_limit: settings.failure_limit,
-                duration: TimeDelta::from_std(settings.lockout).context("lockout duration")?,
+                first_lockout: TimeDelta::from_std(settings.lockout).context("lockout duration")?,
             },
         })
     }
@@ -167,8 +163,9 @@ impl Accounts {
 
         // An overloaded server refuses before it reads the database.
         let place = self.hasher.queue()?;
-        // Locked out, right password or not; decided before any hashing.
-        let failures = self.ensure_not_locked(&attempt.email, now).await?;
+        // The attempt takes its place in the email's failure count before
+        // any hashing: locked out, right password or not, it ends here.
+        let lockout = self.begin_attempt(&attempt.email, now).await?;
         // An address that could never have been registered simply has no
         // account.
         let account = match Email::parse("email", &attempt.email) {
@@ -180,14 +177,13 @@ impl Accounts {
             .hasher
             .verify_queued(Some(place), &attempt.password, stored_hash.as_deref())
             .await?;
+        // A right password is a success even if the login is refused below
+        // (pending, disabled): the streak ends.
+        self.settle_attempt(lockout, matched).await?;
         let account = match account {
             Some(account) if matched => account,
-            _ => {
-                self.record_failure(failures, now).await?;
-                return Err(Error::InvalidCredentials);
-            }
+            _ => return Err(Error::InvalidCredentials),
         };
-        self.forget_failures(failures).await?;
         self.rehash_if_outdated(&account, &attempt.password).await;
         match account.status {
             UserStatus::Approved => {}
@@ -324,7 +320,11 @@ impl Accounts {
         };
         match self.authorize(&verified, now).await {
             Ok(principal) => Ok(Some(principal)),
-            Err(e @ (Error::DatabaseUnavailable(_) | Error::Overloaded { .. } | Error::Unexpected(_))) => Err(e),
+            Err(
+                e @ (Error::DatabaseUnavailable(_)
+                | Error::Overloaded { .. }
+                | Error::Unexpected(_)),
+            ) => Err(e),
             Err(_) => Ok(None),
         }
     }

@@ -119,18 +119,18 @@ impl Accounts {
                 "is required for this change",
             ));
         }
-        let failures = self.ensure_not_locked(&caller.user.email, now).await?;
+        let attempt = self.begin_attempt(&caller.user.email, now).await?;
         let row = users::find(&self.db, caller.user.id)
             .await?
             .ok_or(Error::SessionRevoked)?;
-        if self
+        let matched = self
             .hasher
             .verify(password, Some(&row.password_hash.0))
-            .await?
-        {
-            self.forget_failures(failures).await
+            .await?;
+        self.settle_attempt(attempt, matched).await?;
+        if matched {
+            Ok(())
         } else {
-            self.record_failure(failures, now).await?;
             Err(Error::WrongPassword)
         }
     }

@@ -135,7 +135,10 @@ mod tests {
             retry_after: std::time::Duration::from_secs(1),
         });
         assert_eq!(status.code(), Code::ResourceExhausted);
-        assert_eq!(status.get_details_error_info().unwrap().reason, "OVERLOADED");
+        assert_eq!(
+            status.get_details_error_info().unwrap().reason,
+            "OVERLOADED"
+        );
         let retry = status.get_details_retry_info().unwrap();
         assert_eq!(retry.retry_delay, Some(std::time::Duration::from_secs(1)));
     }

@@ -16,6 +16,7 @@ use crate::helpers::{
 
 const WRONG: &str = "definitely not the passphrase";
 const LOCKOUT: Duration = Duration::from_secs(60);
+const DAY: Duration = Duration::from_secs(86_400);
 
 async fn app_with_limit_3() -> TestApp {
     spawn_app_with(|c| {
@@ -89,13 +90,22 @@ async fn a_success_resets_the_count() {
 }
 
 #[tokio::test]
-async fn a_count_with_no_new_failure_for_a_lockout_period_starts_again() {
+async fn a_failure_streak_outlives_the_lockout_period_and_is_forgotten_after_a_day() {
     let app = app_with_limit_3().await;
     app.register(ADMIN_EMAIL, PASSWORD).await.unwrap();
     for _ in 0..2 {
         let _ = app.login(ADMIN_EMAIL, WRONG).await;
     }
+    // Consecutive failures count however slowly they come...
     app.clock.advance(LOCKOUT + Duration::from_secs(1));
+    assert_error(
+        app.login(ADMIN_EMAIL, WRONG).await,
+        Code::Unauthenticated,
+        "INVALID_CREDENTIALS",
+    );
+    assert_rate_limited(app.login(ADMIN_EMAIL, PASSWORD).await);
+    // ...until a day after the later of the last failure and the lockout.
+    app.clock.advance(LOCKOUT + DAY);
     for _ in 0..2 {
         assert_error(
             app.login(ADMIN_EMAIL, WRONG).await,
@@ -105,7 +115,7 @@ async fn a_count_with_no_new_failure_for_a_lockout_period_starts_again() {
     }
     assert!(
         app.login(ADMIN_EMAIL, PASSWORD).await.is_ok(),
-        "two failures, not four"
+        "two failures in the new streak, not five"
     );
 }
 
@@ -152,14 +162,25 @@ async fn an_email_with_no_account_locks_the_same_way_and_its_state_expires() {
             .unwrap(),
         0
     );
-    app.clock.advance(LOCKOUT + Duration::from_secs(1));
+    // A day after the lockout ended, everything is forgotten.
+    app.clock.advance(LOCKOUT + DAY - Duration::from_secs(1));
     assert_eq!(
         app.state
             .accounts
             .prune_login_failures(app.now())
             .await
             .unwrap(),
-        21
+        20,
+        "the guesses went a day after their last failure; the lockout is younger"
+    );
+    app.clock.advance(Duration::from_secs(1));
+    assert_eq!(
+        app.state
+            .accounts
+            .prune_login_failures(app.now())
+            .await
+            .unwrap(),
+        1
     );
     assert_eq!(stored().await.unwrap(), 0);
     assert_error(
@@ -333,4 +354,262 @@ async fn a_login_rehashes_a_password_made_with_older_parameters() {
         Code::Unauthenticated,
         "INVALID_CREDENTIALS",
     );
+}
+
+/// What a burst of simultaneous wrong logins came to.
+#[derive(Debug, Default)]
+struct Burst {
+    invalid: usize,
+    rate_limited: usize,
+    other: Vec<String>,
+}
+
+/// `n` wrong-password logins for `email`, each on a connection of its own,
+/// spread over the `apps` (replicas), sent at the same moment.
+async fn burst(apps: &[&TestApp], email: &str, n: usize) -> Burst {
+    let mut clients = Vec::new();
+    for i in 0..n {
+        let app = apps[i % apps.len()];
+        clients.push(pb::auth_client::AuthClient::new(channel(app.addr).await));
+    }
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(n));
+    let calls: Vec<_> = clients
+        .into_iter()
+        .map(|mut client| {
+            let (start, email) = (start.clone(), email.to_owned());
+            tokio::spawn(async move {
+                start.wait().await;
+                client
+                    .login(pb::LoginRequest {
+                        email,
+                        password: WRONG.into(),
+                        device: None,
+                    })
+                    .await
+            })
+        })
+        .collect();
+    let mut outcome = Burst::default();
+    for call in calls {
+        match call.await.unwrap() {
+            Ok(_) => outcome.other.push("a wrong password logged in".into()),
+            Err(status) => {
+                let reason = status
+                    .get_details_error_info()
+                    .map(|i| i.reason)
+                    .unwrap_or_default();
+                match reason.as_str() {
+                    "INVALID_CREDENTIALS" => outcome.invalid += 1,
+                    "RATE_LIMITED" => {
+                        assert!(status.get_details_retry_info().is_some(), "RetryInfo");
+                        outcome.rate_limited += 1;
+                    }
+                    _ => outcome.other.push(crate::helpers::describe(&status)),
+                }
+            }
+        }
+    }
+    outcome
+}
+
+/// Password checks run by all of `apps` so far.
+fn verifications(apps: &[&TestApp]) -> u64 {
+    apps.iter()
+        .map(|a| a.state.accounts.hasher().verifications())
+        .sum()
+}
+
+#[tokio::test]
+async fn of_forty_simultaneous_wrong_logins_at_most_the_limit_get_a_password_check() {
+    let app = spawn_app_with(|c| {
+        c.login_failure_limit = 5;
+        c.login_lockout = LOCKOUT;
+    })
+    .await;
+    app.register(ADMIN_EMAIL, PASSWORD).await.unwrap();
+    for email in [ADMIN_EMAIL, "nobody@example.com"] {
+        let before = verifications(&[&app]);
+        let outcome = burst(&[&app], email, 40).await;
+        assert!(outcome.other.is_empty(), "{email}: {:?}", outcome.other);
+        assert!((1..=5).contains(&outcome.invalid), "{email}: {outcome:?}");
+        assert_eq!(outcome.invalid + outcome.rate_limited, 40, "{email}");
+        assert_eq!(
+            verifications(&[&app]) - before,
+            outcome.invalid as u64,
+            "{email}: refused attempts cost no hash"
+        );
+    }
+    assert_rate_limited(app.login(ADMIN_EMAIL, PASSWORD).await);
+}
+
+#[tokio::test]
+async fn three_bursts_in_a_row_each_get_at_most_the_limit_of_checks() {
+    let app = spawn_app_with(|c| {
+        c.login_failure_limit = 5;
+        c.login_lockout = LOCKOUT;
+    })
+    .await;
+    app.register(ADMIN_EMAIL, PASSWORD).await.unwrap();
+    let mut lockout = LOCKOUT;
+    for round in 0..3 {
+        let outcome = burst(&[&app], ADMIN_EMAIL, 40).await;
+        assert!(
+            outcome.other.is_empty(),
+            "round {round}: {:?}",
+            outcome.other
+        );
+        assert!(
+            (1..=5).contains(&outcome.invalid),
+            "round {round}: {outcome:?}"
+        );
+        assert_eq!(
+            assert_rate_limited(app.login(ADMIN_EMAIL, PASSWORD).await),
+            lockout
+        );
+        app.clock.advance(lockout);
+        lockout *= 2;
+    }
+}
+
+#[tokio::test]
+async fn simultaneous_wrong_logins_across_two_replicas_share_one_limit() {
+    let a = spawn_app_with(|c| {
+        c.login_failure_limit = 5;
+        c.login_lockout = LOCKOUT;
+    })
+    .await;
+    a.register(ADMIN_EMAIL, PASSWORD).await.unwrap();
+    let b = spawn_app_on(a.database.share(), |c| {
+        c.login_failure_limit = 5;
+        c.login_lockout = LOCKOUT;
+    })
+    .await;
+    for email in [ADMIN_EMAIL, "nobody@example.com"] {
+        let before = verifications(&[&a, &b]);
+        let outcome = burst(&[&a, &b], email, 40).await;
+        assert!(outcome.other.is_empty(), "{email}: {:?}", outcome.other);
+        assert!((1..=5).contains(&outcome.invalid), "{email}: {outcome:?}");
+        assert_eq!(verifications(&[&a, &b]) - before, outcome.invalid as u64);
+    }
+}
+
+#[tokio::test]
+async fn lockouts_in_a_row_double_and_a_successful_login_ends_the_streak() {
+    let app = spawn_app_with(|c| {
+        c.login_failure_limit = 2;
+        c.login_lockout = Duration::from_secs(2);
+    })
+    .await;
+    app.register(ADMIN_EMAIL, PASSWORD).await.unwrap();
+    let lock = || async {
+        for _ in 0..2 {
+            assert_error(
+                app.login(ADMIN_EMAIL, WRONG).await,
+                Code::Unauthenticated,
+                "INVALID_CREDENTIALS",
+            );
+        }
+        assert_rate_limited(app.login(ADMIN_EMAIL, WRONG).await)
+    };
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let delay = lock().await;
+        seen.push(delay.as_secs());
+        app.clock.advance(delay);
+    }
+    assert_eq!(seen, [2, 4, 8]);
+    assert!(app.login(ADMIN_EMAIL, PASSWORD).await.is_ok());
+    assert_eq!(lock().await, Duration::from_secs(2), "a new streak");
+}
+
+#[tokio::test]
+async fn a_hundred_failures_in_a_row_lock_until_an_admin_resets_the_password() {
+    let app = spawn_app_with(|c| {
+        c.login_failure_limit = 1_000_000;
+        c.login_lockout = LOCKOUT;
+    })
+    .await;
+    app.register(ADMIN_EMAIL, PASSWORD).await.unwrap();
+    let user = app.register("target@example.com", PASSWORD).await.unwrap();
+    crate::login::set_status(&app, &user.id, user::Status::Approved).await;
+    for _ in 0..100 {
+        assert_error(
+            app.login("target@example.com", WRONG).await,
+            Code::Unauthenticated,
+            "INVALID_CREDENTIALS",
+        );
+    }
+    assert_rate_limited(app.login("target@example.com", PASSWORD).await);
+    // Neither time nor forgetting lifts it.
+    app.clock.advance(DAY * 30);
+    app.state
+        .accounts
+        .prune_login_failures(app.now())
+        .await
+        .unwrap();
+    assert_rate_limited(app.login("target@example.com", PASSWORD).await);
+    let (mut admin, token) = (
+        UserAdminClient::new(channel(app.addr).await),
+        app.login(ADMIN_EMAIL, PASSWORD)
+            .await
+            .unwrap()
+            .tokens
+            .unwrap()
+            .access_token,
+    );
+    let reset = pb::ResetPasswordRequest {
+        user_id: user.id,
+        new_password: "the reset passphrase".into(),
+    };
+    admin
+        .reset_password(with_bearer(reset, &token))
+        .await
+        .unwrap();
+    assert!(
+        app.login("target@example.com", "the reset passphrase")
+            .await
+            .is_ok()
+    );
+}
+
+#[tokio::test]
+async fn simultaneous_wrong_current_passwords_take_their_places_like_logins() {
+    let app = app_with_limit_3().await;
+    app.register(ADMIN_EMAIL, PASSWORD).await.unwrap();
+    let token = app
+        .login(ADMIN_EMAIL, PASSWORD)
+        .await
+        .unwrap()
+        .tokens
+        .unwrap()
+        .access_token;
+    let before = verifications(&[&app]);
+    let calls: Vec<_> = (0..20)
+        .map(|_| {
+            let mut auth = app.auth.clone();
+            let token = token.clone();
+            tokio::spawn(async move {
+                auth.change_password(with_bearer(
+                    pb::ChangePasswordRequest {
+                        current_password: WRONG.into(),
+                        new_password: "a new and long passphrase".into(),
+                    },
+                    &token,
+                ))
+                .await
+            })
+        })
+        .collect();
+    let (mut wrong, mut limited) = (0, 0);
+    for call in calls {
+        let status = call.await.unwrap().unwrap_err();
+        match status.get_details_error_info().unwrap().reason.as_str() {
+            "WRONG_PASSWORD" => wrong += 1,
+            "RATE_LIMITED" => limited += 1,
+            other => panic!("{other}"),
+        }
+    }
+    assert!((1..=3).contains(&wrong), "{wrong} checks");
+    assert_eq!(wrong + limited, 20);
+    assert_eq!(verifications(&[&app]) - before, wrong as u64);
 }

@@ -5,7 +5,12 @@ use sea_orm::entity::prelude::*;
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub email_hash: Vec<u8>,
+    /// Failures (attempts that took a place) in the current round.
     pub failures: i32,
+    /// Failures in a row since the last success, over every round.
+    pub streak: i32,
+    /// Lockouts the streak has had.
+    pub lockouts: i32,
     pub last_failure_at: DateTimeUtc,
     pub locked_until: Option<DateTimeUtc>,
 }
