@@ -13,15 +13,14 @@ use secrecy::SecretString;
 use uuid::Uuid;
 use warden::{
     domain::{
-        User, UserStatus,
         input::{Device, DisplayName, Email, parse_id},
-        lockout::lockout_key,
         page_token::{self, Cursor},
         password::{Hasher, HashingCost, PasswordPolicy},
+        rules::lockout::lockout_key,
         tokens::{RefreshToken, TokenService, generate_signing_key, hash_refresh_token},
+        types::{User, UserFilter, UserStatus},
     },
     proto::v1 as pb,
-    store::{entities::user::Status, users::UserFilter},
 };
 
 const PASSPHRASE: &str = "correct horse battery staple";
@@ -177,7 +176,7 @@ fn domain(c: &mut Criterion) {
     let mut group = c.benchmark_group("domain");
     let key = [7u8; 32];
     let filter = UserFilter {
-        status: Some(Status::Pending),
+        status: Some(UserStatus::Pending),
         email_contains: Some("example".into()),
     };
     let cursor = Cursor {

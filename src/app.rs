@@ -136,6 +136,9 @@ impl Application {
             refresh_ttl: config.refresh_token_ttl,
             failure_limit: config.login_failure_limit,
             lockout: config.login_lockout,
+            // Placeholders until the settings land from the security work.
+            session_max_lifetime: std::time::Duration::from_secs(90 * 86_400),
+            first_user_admin: true,
         };
         let accounts = Accounts::new(db.clone(), hasher, tokens.clone(), settings)?;
         let tls = match &config.tls {

@@ -24,13 +24,13 @@ use crate::{
         Cli, Command, CreateAdminArgs, HealthcheckArgs, KeysCommand, LogArgs, MigrateArgs,
         RotateArgs, ServeArgs,
     },
+    domain::error::Error,
     domain::{
         accounts,
         clock::{Clock as _, SystemClock},
         password::{Hasher, PasswordPolicy},
         tokens,
     },
-    error::Error,
     proto::FILE_DESCRIPTOR_SET,
     telemetry,
 };
@@ -174,22 +174,19 @@ async fn create_admin(args: CreateAdminArgs) -> ExitCode {
             min_chars: args.password.password_min_length as usize,
         };
         let now = SystemClock.now();
-        accounts::create_admin(
-            &db,
-            &hasher,
-            &policy,
-            &args.email,
-            &args.name,
-            &password,
-            now,
-        )
-        .await
-        .map_err(|e| match e {
-            Error::EmailTaken => {
-                anyhow::anyhow!("an account with email {} already exists", args.email.trim())
-            }
-            other => anyhow::Error::new(other),
-        })
+        let account = accounts::NewAccount {
+            email: args.email.clone(),
+            password,
+            display_name: args.name.clone(),
+        };
+        accounts::create_admin(&db, &hasher, policy, account, now)
+            .await
+            .map_err(|e| match e {
+                Error::EmailTaken => {
+                    anyhow::anyhow!("an account with email {} already exists", args.email.trim())
+                }
+                other => anyhow::Error::new(other),
+            })
     }
     .await;
     match result {

@@ -13,7 +13,6 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod domain;
-pub mod error;
 pub mod grpc;
 pub mod http;
 pub mod limits;

@@ -10,7 +10,7 @@ use libfuzzer_sys::fuzz_target;
 use uuid::Uuid;
 use warden::{
     domain::page_token::{self, Cursor},
-    store::{entities::user::Status, users::UserFilter},
+    domain::types::{UserFilter, UserStatus as Status},
 };
 use warden_fuzz::{b64, unb64};
 

@@ -3,7 +3,7 @@
 
 use uuid::Uuid;
 
-use crate::error::FieldViolation;
+use crate::domain::error::FieldViolation;
 
 /// The longest address SMTP can deliver to (RFC 5321 path limit).
 const EMAIL_MAX_BYTES: usize = 254;

@@ -12,7 +12,7 @@ use chacha20poly1305::{
     aead::{Aead, KeyInit, Payload},
 };
 
-use crate::error::{Error, Result};
+use crate::domain::error::{Error, Result};
 
 /// Marks a stored private key as sealed (a plain PKCS#8 key starts with 0x30).
 const MAGIC: &[u8] = b"wke1";

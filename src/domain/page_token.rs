@@ -1,6 +1,8 @@
 //! Opaque page tokens for `ListUsers`: a keyset cursor bound to the filters
 //! of the request that produced it, authenticated with HMAC-SHA256 so that
-//! a token the server did not issue is refused.
+//! a token the server did not issue is refused. The filters are bound by a
+//! digest of bytes laid out here (`filter_bytes`), never of a `Debug`
+//! rendering, so that renaming a field cannot silently invalidate tokens.
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, Utc};
@@ -8,11 +10,19 @@ use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::{error::FieldViolation, store::users::UserFilter};
+use crate::domain::{
+    error::FieldViolation,
+    types::{UserFilter, UserStatus},
+};
 
 type HmacSha256 = Hmac<Sha256>;
 
-const VERSION: u8 = 1;
+/// The layout sealed now: the filters bound by `filter_bytes`.
+const VERSION: u8 = 2;
+/// Tokens of earlier releases, whose filters were bound by a text digest
+/// (`legacy_filter_text`); still opened, so that a client paging through a
+/// rolling upgrade is not refused.
+const LEGACY_VERSION: u8 = 1;
 const MAC_LEN: usize = 16;
 /// version, created_at (µs), id, filter digest.
 const PAYLOAD_LEN: usize = 1 + 8 + 16 + 8;
@@ -25,12 +35,55 @@ pub struct Cursor {
     pub id: Uuid,
 }
 
-fn filter_digest(filter: &UserFilter) -> [u8; 8] {
-    let text = format!("{:?}|{:?}", filter.status, filter.email_contains);
-    let digest = Sha256::digest(text.as_bytes());
+/// The filters as bytes: one byte for the status (0 for any, then pending,
+/// approved, disabled as 1, 2, 3), then the email substring as UTF-8 after
+/// a 0 byte when absent or a 1 byte when present.
+fn filter_bytes(filter: &UserFilter) -> Vec<u8> {
+    let status = match filter.status {
+        None => 0,
+        Some(UserStatus::Pending) => 1,
+        Some(UserStatus::Approved) => 2,
+        Some(UserStatus::Disabled) => 3,
+    };
+    let mut bytes = vec![status];
+    match &filter.email_contains {
+        None => bytes.push(0),
+        Some(part) => {
+            bytes.push(1);
+            bytes.extend_from_slice(part.as_bytes());
+        }
+    }
+    bytes
+}
+
+/// The text version-1 tokens bound, spelled out: `None|None`,
+/// `Some(Pending)|Some("ex")` (the email part with Rust's string escapes).
+fn legacy_filter_text(filter: &UserFilter) -> String {
+    let status = match filter.status {
+        None => "None",
+        Some(UserStatus::Pending) => "Some(Pending)",
+        Some(UserStatus::Approved) => "Some(Approved)",
+        Some(UserStatus::Disabled) => "Some(Disabled)",
+    };
+    match &filter.email_contains {
+        None => format!("{status}|None"),
+        Some(part) => format!("{status}|Some(\"{}\")", part.escape_debug()),
+    }
+}
+
+fn digest(bytes: &[u8]) -> [u8; 8] {
+    let digest = Sha256::digest(bytes);
     let mut out = [0u8; 8];
     out.copy_from_slice(&digest[..8]);
     out
+}
+
+fn filter_digest(version: u8, filter: &UserFilter) -> [u8; 8] {
+    if version == LEGACY_VERSION {
+        digest(legacy_filter_text(filter).as_bytes())
+    } else {
+        digest(&filter_bytes(filter))
+    }
 }
 
 fn mac(key: &[u8; 32], payload: &[u8]) -> HmacSha256 {
@@ -45,7 +98,7 @@ pub fn seal(key: &[u8; 32], cursor: Cursor, filter: &UserFilter) -> String {
     token.push(VERSION);
     token.extend_from_slice(&cursor.created_at.timestamp_micros().to_be_bytes());
     token.extend_from_slice(cursor.id.as_bytes());
-    token.extend_from_slice(&filter_digest(filter));
+    token.extend_from_slice(&filter_digest(VERSION, filter));
     let tag = mac(key, &token).finalize().into_bytes();
     token.extend_from_slice(&tag[..MAC_LEN]);
     URL_SAFE_NO_PAD.encode(token)
@@ -67,10 +120,11 @@ pub fn open(keys: &[[u8; 32]], token: &str, filter: &UserFilter) -> Result<Curso
     {
         return Err(foreign());
     }
-    if payload[0] != VERSION {
+    let version = payload[0];
+    if version != VERSION && version != LEGACY_VERSION {
         return Err(foreign());
     }
-    if payload[25..33] != filter_digest(filter) {
+    if payload[25..33] != filter_digest(version, filter) {
         return Err(FieldViolation::new(
             FIELD,
             "belongs to a request with other filters",
@@ -87,7 +141,7 @@ pub fn open(keys: &[[u8; 32]], token: &str, filter: &UserFilter) -> Result<Curso
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::entities::user::Status;
+    use crate::domain::types::UserStatus as Status;
 
     const KEY: [u8; 32] = [7; 32];
 
@@ -126,6 +180,43 @@ mod tests {
                 .description
                 .contains("other filters")
         );
+    }
+
+    /// The layout of a token is part of what clients hold: tokens issued
+    /// before an upgrade must open after it. This pins every byte.
+    #[test]
+    fn the_encoding_of_a_token_is_pinned() {
+        assert_eq!(filter_bytes(&UserFilter::default()), [0, 0]);
+        let filter = UserFilter {
+            status: Some(Status::Approved),
+            email_contains: Some("ex".into()),
+        };
+        assert_eq!(filter_bytes(&filter), [2, 1, b'e', b'x']);
+        let c = Cursor {
+            created_at: DateTime::from_timestamp_micros(1_795_000_000_123_456).unwrap(),
+            id: Uuid::from_u128(0x0196_0000_0000_7000_8000_0000_0000_0001),
+        };
+        let token = "AgAGYIsBYRJAAZYAAAAAcACAAAAAAAAAAX0EpL5Bc3KDr1qvz6u2y7zSTMLQfd9k6w";
+        assert_eq!(seal(&KEY, c, &filter), token);
+        assert_eq!(open(&[KEY], token, &filter), Ok(c));
+    }
+
+    /// Sealed by the release before this layout, for the same cursor and
+    /// filters: it still opens, and only for those filters.
+    #[test]
+    fn a_token_of_the_previous_layout_still_opens() {
+        let filter = UserFilter {
+            status: Some(Status::Approved),
+            email_contains: Some("ex".into()),
+        };
+        let c = Cursor {
+            created_at: DateTime::from_timestamp_micros(1_795_000_000_123_456).unwrap(),
+            id: Uuid::from_u128(0x0196_0000_0000_7000_8000_0000_0000_0001),
+        };
+        let legacy = "AQAGYIsBYRJAAZYAAAAAcACAAAAAAAAAAeBNaz7L1AroV67ceME4NMPvZhthXb37Vw";
+        assert_eq!(open(&[KEY], legacy, &filter), Ok(c));
+        assert!(open(&[KEY], legacy, &UserFilter::default()).is_err());
+        assert_eq!(legacy_filter_text(&UserFilter::default()), "None|None");
     }
 
     #[test]

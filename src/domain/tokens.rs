@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 use super::key_encryption::{self, KeyEncryptionKey};
 use crate::{
-    error::{Error, Result},
+    domain::error::{Error, Result},
     store::{self, entities::signing_key, keys},
 };
 

@@ -13,8 +13,8 @@ use super::{
 use crate::{
     app::AppState,
     domain::{
-        accounts::{LoginAttempt, NewAccount, Principal},
-        profile::ProfileChange,
+        accounts::{LoginAttempt, NewAccount, ProfileChange},
+        types::Principal,
     },
     proto::v1::{self as pb, auth_server::Auth},
 };

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use tonic::{Request, Status, metadata::MetadataMap, service::Interceptor};
 
 use crate::{
+    domain::error::Error,
     domain::{
         clock::Clock,
         tokens::{TokenService, VerifiedToken},
     },
-    error::Error,
 };
 
 /// What the interceptor found.

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use tonic::Request;
 
-use crate::domain::ClientInfo;
+use crate::domain::types::ClientInfo;
 
 /// The peer address, or, when the peer is a trusted proxy, the first
 /// (client-most) hop of its `x-forwarded-for`. A malformed header is ignored.

@@ -4,8 +4,8 @@ use chrono::{DateTime, Utc};
 use prost_types::Timestamp;
 
 use crate::{
-    domain::{Session, User, UserStatus, accounts::TokenPair},
-    error::Error,
+    domain::error::Error,
+    domain::types::{Session, TokenPair, User, UserStatus},
     proto::v1 as pb,
 };
 use secrecy::ExposeSecret;
@@ -88,9 +88,9 @@ pub fn session(s: Session, current: uuid::Uuid) -> pb::Session {
         current: s.id == current,
         id: s.id.to_string(),
         device: Some(pb::DeviceInfo {
-            device_id: s.device_id,
-            device_name: s.device_name,
-            device_type: s.device_type,
+            device_id: s.device.id,
+            device_name: s.device.name,
+            device_type: s.device.kind,
         }),
         user_agent: s.user_agent,
         ip_address: s.ip_address,

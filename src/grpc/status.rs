@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::error::{Error, FieldViolation};
+use crate::domain::error::{Error, FieldViolation};
 
 pub const ERROR_DOMAIN: &str = "warden.v1";
 
@@ -29,11 +29,15 @@ impl From<Error> for Status {
                 details.set_retry_info(Some(*retry_after));
                 err.to_string()
             }
-            Error::DatabaseUnavailable(cause) => {
-                tracing::warn!(error = %cause, "database unavailable");
+            Error::DatabaseUnavailable { cause, .. } => {
+                tracing::warn!(error = chain(cause), "database unavailable");
                 err.to_string()
             }
             // The cause goes to the log, never to the client.
+            Error::Conflict(cause) => {
+                tracing::error!(error = chain(cause), "internal error");
+                "Internal error".to_owned()
+            }
             Error::Unexpected(cause) => {
                 tracing::error!(error = format!("{cause:#}"), "internal error");
                 "Internal error".to_owned()
@@ -70,9 +74,21 @@ fn code_and_reason(err: &Error) -> (Code, &'static str) {
         Error::WrongPassword => (Code::PermissionDenied, "WRONG_PASSWORD"),
         Error::RateLimited { .. } => (Code::ResourceExhausted, "RATE_LIMITED"),
         Error::Overloaded { .. } => (Code::ResourceExhausted, "OVERLOADED"),
-        Error::DatabaseUnavailable(_) => (Code::Unavailable, "DATABASE_UNAVAILABLE"),
-        Error::Unexpected(_) => (Code::Internal, "INTERNAL"),
+        Error::DatabaseUnavailable { .. } => (Code::Unavailable, "DATABASE_UNAVAILABLE"),
+        Error::Conflict(_) | Error::Unexpected(_) => (Code::Internal, "INTERNAL"),
     }
+}
+
+/// An error and its causes, `: `-separated, for the log.
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 fn add_violations(details: &mut ErrorDetails, violations: &[FieldViolation]) {

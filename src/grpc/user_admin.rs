@@ -14,8 +14,8 @@ use super::{
 use crate::{
     app::AppState,
     domain::{
-        accounts::Principal,
-        admin::{NewUser, UserQuery, UserUpdate},
+        accounts::{NewUser, UserQuery, UserUpdateRequest},
+        types::Admin,
     },
     proto::v1::{self as pb, user_admin_server::UserAdmin},
 };
@@ -33,7 +33,7 @@ impl UserAdminApi {
         &self,
         request: &Request<T>,
         now: chrono::DateTime<chrono::Utc>,
-    ) -> Result<Principal, Status> {
+    ) -> Result<Admin, Status> {
         let token = bearer(request)?;
         Ok(self.state.accounts.authorize_admin(&token, now).await?)
     }
@@ -48,7 +48,7 @@ impl UserAdmin for UserAdminApi {
         request: Request<pb::ListUsersRequest>,
     ) -> Reply<pb::ListUsersResponse> {
         let now = self.state.clock.now();
-        self.admin(&request, now).await?;
+        let admin = self.admin(&request, now).await?;
         let req = request.into_inner();
         let query = UserQuery {
             page_size: req.page_size,
@@ -56,7 +56,7 @@ impl UserAdmin for UserAdminApi {
             status: status_filter("status", req.status)?,
             email_contains: req.email_contains,
         };
-        let page = self.state.accounts.list_users(query).await?;
+        let page = self.state.accounts.list_users(&admin, query).await?;
         Ok(Response::new(pb::ListUsersResponse {
             users: page.users.into_iter().map(Into::into).collect(),
             next_page_token: page.next_page_token,
@@ -66,11 +66,11 @@ impl UserAdmin for UserAdminApi {
 
     async fn get_user(&self, request: Request<pb::GetUserRequest>) -> Reply<pb::GetUserResponse> {
         let now = self.state.clock.now();
-        self.admin(&request, now).await?;
+        let admin = self.admin(&request, now).await?;
         let user = self
             .state
             .accounts
-            .get_user(&request.into_inner().user_id)
+            .get_user(&admin, &request.into_inner().user_id)
             .await?;
         Ok(Response::new(pb::GetUserResponse {
             user: Some(user.into()),
@@ -103,7 +103,7 @@ impl UserAdmin for UserAdminApi {
         let now = self.state.clock.now();
         let caller = self.admin(&request, now).await?;
         let req = request.into_inner();
-        let update = UserUpdate {
+        let update = UserUpdateRequest {
             email: req.email,
             display_name: req.display_name,
             is_admin: req.is_admin,
@@ -155,8 +155,8 @@ impl UserAdmin for UserAdminApi {
         request: Request<pb::CountPendingUsersRequest>,
     ) -> Reply<pb::CountPendingUsersResponse> {
         let now = self.state.clock.now();
-        self.admin(&request, now).await?;
-        let pending = self.state.accounts.count_pending().await?;
+        let admin = self.admin(&request, now).await?;
+        let pending = self.state.accounts.count_pending(&admin).await?;
         Ok(Response::new(pb::CountPendingUsersResponse {
             count: i64::try_from(pending).unwrap_or(i64::MAX),
         }))
@@ -172,12 +172,12 @@ impl UserAdmin for UserAdminApi {
         let sessions = self
             .state
             .accounts
-            .user_sessions(&req.user_id, req.include_inactive, now)
+            .user_sessions(&caller, &req.user_id, req.include_inactive, now)
             .await?;
         Ok(Response::new(pb::ListUserSessionsResponse {
             sessions: sessions
                 .into_iter()
-                .map(|s| session(s, caller.session_id))
+                .map(|s| session(s, caller.principal().session_id))
                 .collect(),
         }))
     }

@@ -13,13 +13,17 @@ use std::{
 use sea_orm::{DatabaseConnection, DbErr, FromQueryResult, JoinType, QuerySelect, prelude::*};
 use tokio::sync::oneshot;
 
-use super::entities::{session, user};
+use super::{
+    StoreError, StoreResult,
+    entities::{session, user},
+};
+use crate::domain::types::{SessionCheck, User};
 
 /// What a bearer check needs of a session and its user, and no more: not
 /// the password hash, nor the device and client details (reading and
 /// copying those was a good part of the cost of a check).
 #[derive(Debug, Clone, PartialEq, Eq, FromQueryResult)]
-pub struct SessionWithUser {
+struct Row {
     pub session_id: Uuid,
     pub revoked_at: Option<DateTimeUtc>,
     pub expires_at: DateTimeUtc,
@@ -34,7 +38,28 @@ pub struct SessionWithUser {
     pub approved_by: Option<Uuid>,
 }
 
-type Answer = Result<Option<SessionWithUser>, DbErr>;
+impl From<Row> for SessionCheck {
+    fn from(row: Row) -> Self {
+        Self {
+            session_id: row.session_id,
+            revoked_at: row.revoked_at,
+            expires_at: row.expires_at,
+            user: User {
+                id: row.user_id,
+                email: row.email,
+                display_name: row.display_name,
+                is_admin: row.is_admin,
+                status: row.status.into(),
+                created_at: row.created_at,
+                updated_at: row.updated_at,
+                approved_at: row.approved_at,
+                approved_by: row.approved_by,
+            },
+        }
+    }
+}
+
+type Answer = StoreResult<Option<SessionCheck>>;
 
 /// Reads under way at once. One: while it runs, the calls that arrive
 /// gather for the next, so that under load each read answers many calls
@@ -93,9 +118,9 @@ impl BearerLookups {
             tokio::spawn(self.inner.clone().read_until_drained(batch));
         }
         rx.await.unwrap_or_else(|_| {
-            Err(DbErr::Custom(
+            Err(StoreError::Other(DbErr::Custom(
                 "the session read was abandoned (a panic, or the runtime shutting down)".to_owned(),
-            ))
+            )))
         })
     }
 }
@@ -164,7 +189,7 @@ impl State {
 async fn read(
     db: &DatabaseConnection,
     mut ids: Vec<Uuid>,
-) -> Result<HashMap<Uuid, SessionWithUser>, DbErr> {
+) -> StoreResult<HashMap<Uuid, SessionCheck>> {
     ids.sort_unstable();
     ids.dedup();
     if let Some(&last) = ids.last() {
@@ -186,10 +211,13 @@ async fn read(
         .column(user::Column::ApprovedBy)
         .join(JoinType::InnerJoin, session::Relation::User.def())
         .filter(session::Column::Id.is_in(ids))
-        .into_model::<SessionWithUser>()
+        .into_model::<Row>()
         .all(db)
         .await?;
-    Ok(rows.into_iter().map(|row| (row.session_id, row)).collect())
+    Ok(rows
+        .into_iter()
+        .map(|row| (row.session_id, SessionCheck::from(row)))
+        .collect())
 }
 
 #[cfg(test)]

@@ -3,11 +3,8 @@ use sea_orm::{
     ActiveValue::Set, Condition, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect, prelude::*,
 };
 
-use super::entities::login_failure;
-use crate::{
-    domain::lockout::{Admission, LockoutState},
-    error::Result,
-};
+use super::{StoreResult, entities::login_failure};
+use crate::domain::rules::lockout::{Admission, LockoutState};
 
 fn state(row: &login_failure::Model) -> LockoutState {
     let count = |n: i32| u32::try_from(n).unwrap_or(0);
@@ -44,7 +41,7 @@ pub async fn admit<F>(
     email_hash: &[u8],
     now: DateTime<Utc>,
     decide: F,
-) -> Result<Admission>
+) -> StoreResult<Admission>
 where
     F: Fn(Option<LockoutState>) -> Admission + Copy + Send + 'static,
 {
@@ -71,7 +68,7 @@ where
     .await
 }
 
-pub async fn clear<C: ConnectionTrait>(db: &C, email_hash: &[u8]) -> Result<(), DbErr> {
+pub async fn clear<C: ConnectionTrait>(db: &C, email_hash: &[u8]) -> StoreResult<()> {
     login_failure::Entity::delete_by_id(email_hash.to_vec())
         .exec(db)
         .await?;
@@ -89,7 +86,7 @@ pub async fn prune<C: ConnectionTrait>(
     db: &C,
     cutoff: DateTime<Utc>,
     hard_lock_after: u32,
-) -> Result<u64, DbErr> {
+) -> StoreResult<u64> {
     let forgotten = Condition::all()
         .add(login_failure::Column::LastFailureAt.lte(cutoff))
         .add(

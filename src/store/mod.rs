@@ -3,24 +3,28 @@
 
 pub mod bearer_lookups;
 pub mod entities;
+mod error;
 pub mod keys;
 pub mod login_failures;
 pub mod refresh_tokens;
 pub mod sessions;
+pub mod tx;
 pub mod users;
 
-use std::{collections::HashSet, future::Future, pin::Pin, time::Duration};
+use std::{collections::HashSet, time::Duration};
 
 use sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend,
-    DbErr, IsolationLevel, SqliteTransactionMode, TransactionOptions, TransactionTrait,
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr,
     sqlx::{self, Executor as _, sqlite::SqliteJournalMode},
 };
 use warden_migrations::{IntoSchemaManagerConnection, Migrator, MigratorTrait, SchemaManager};
 
-use crate::error::Result;
+pub use error::{StoreError, StoreResult};
+pub use tx::{BoxFuture, read_committed, serializable};
 
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+/// A pool of connections to warden's database (SQLite or PostgreSQL), cheap
+/// to clone: what the layers above hold, without knowing the ORM behind it.
+pub type Db = DatabaseConnection;
 
 /// How long a pooled PostgreSQL connection may sit idle before it is
 /// pinged again before use.
@@ -33,7 +37,7 @@ const STALE_AFTER: Duration = Duration::from_secs(1);
 /// idle that long is ended by the server too, so a stalled process cannot
 /// hold row locks. SQLite runs in WAL mode (readers never block the
 /// writer), with foreign keys enforced.
-pub async fn connect(url: &str, timeout: Duration) -> Result<DatabaseConnection, DbErr> {
+pub async fn connect(url: &str, timeout: Duration) -> StoreResult<DatabaseConnection> {
     let mut options = ConnectOptions::new(url);
     options
         .sqlx_logging(false)
@@ -84,7 +88,7 @@ pub async fn connect(url: &str, timeout: Duration) -> Result<DatabaseConnection,
                 o.options([("idle_in_transaction_session_timeout", millis.as_str())])
             });
     }
-    Database::connect(options).await
+    Ok(Database::connect(options).await?)
 }
 
 /// Closes a SQLite connection that comes back to the pool still counted as
@@ -146,7 +150,7 @@ const MIGRATION_LOCK: &str = "warden schema migrations";
 /// read-only database still starts. A database migrated by a newer release
 /// (it lists migrations this binary does not know) is left as it is: that
 /// is an older replica during a rolling upgrade, or a rollback.
-pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
+pub async fn migrate(db: &DatabaseConnection) -> StoreResult<()> {
     match check_schema(db).await? {
         Schema::Current => return Ok(()),
         Schema::Newer(unknown) => {
@@ -159,9 +163,10 @@ pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
         Schema::Behind => {}
     }
     match db.get_database_backend() {
-        DbBackend::Postgres => migrate_postgres(db).await,
-        _ => migrate_sqlite(db).await,
+        DbBackend::Postgres => migrate_postgres(db).await?,
+        _ => migrate_sqlite(db).await?,
     }
+    Ok(())
 }
 
 enum Schema {
@@ -260,7 +265,6 @@ async fn migrate_postgres(db: &DatabaseConnection) -> Result<(), DbErr> {
 /// the migration lock, and DDL is transactional there, so a run that fails
 /// leaves nothing half done.
 async fn migrate_sqlite(db: &DatabaseConnection) -> Result<(), DbErr> {
-    use crate::error::{Error, Unavailability, unavailability};
     loop {
         let outcome = serializable(db, |txn| {
             Box::pin(async move {
@@ -268,7 +272,7 @@ async fn migrate_sqlite(db: &DatabaseConnection) -> Result<(), DbErr> {
                 if let Schema::Behind = check_schema(txn).await? {
                     Migrator::up(txn, None).await?;
                 }
-                Ok(())
+                Ok::<_, StoreError>(())
             })
         })
         .await;
@@ -277,12 +281,15 @@ async fn migrate_sqlite(db: &DatabaseConnection) -> Result<(), DbErr> {
             // The write lock stayed taken for a whole busy timeout: another
             // process is migrating (or writing); wait on, as PostgreSQL
             // waits for its lock.
-            Err(Error::DatabaseUnavailable(e))
-                if unavailability(&e) == Some(Unavailability::Busy) =>
-            {
+            Err(StoreError::Unavailable {
+                kind: error::Unavailability::Busy,
+                ..
+            }) => {
                 tracing::info!("the database is locked by another process; waiting for it");
             }
-            Err(Error::DatabaseUnavailable(e)) => return Err(e),
+            Err(StoreError::Unavailable { source, .. } | StoreError::Other(source)) => {
+                return Err(source);
+            }
             Err(other) => return Err(DbErr::Migration(format!("{other:#}"))),
         }
     }
@@ -304,82 +311,6 @@ pub fn pool_stats(db: &DatabaseConnection) -> (u32, usize) {
 }
 
 /// Whether the database answers at all.
-pub async fn ping(db: &DatabaseConnection) -> Result<(), DbErr> {
-    db.ping().await
-}
-
-/// Runs `op` in a transaction that behaves as if it ran alone, retrying when
-/// the database reports a conflict with a concurrent one: SERIALIZABLE on
-/// PostgreSQL, `BEGIN IMMEDIATE` (one writer at a time) on SQLite. `op` may
-/// therefore run more than once and must not have effects outside `txn`.
-pub async fn serializable<T, F>(db: &DatabaseConnection, op: F) -> Result<T>
-where
-    F: for<'c> FnMut(&'c DatabaseTransaction) -> BoxFuture<'c, Result<T>>,
-{
-    retried_transaction(db, IsolationLevel::Serializable, op).await
-}
-
-/// Runs `op` in a transaction at PostgreSQL's default isolation, READ
-/// COMMITTED (`BEGIN IMMEDIATE` on SQLite, as above), retried like
-/// `serializable` on deadlocks. For operations whose correctness rests on
-/// row locks and conditional updates (`UPDATE … WHERE rotated_at IS NULL`
-/// has one winner at any isolation level): under SERIALIZABLE, PostgreSQL's
-/// page-level predicate locks made unrelated refreshes conflict, and 64 of
-/// them at once retried until some gave up.
-pub async fn read_committed<T, F>(db: &DatabaseConnection, op: F) -> Result<T>
-where
-    F: for<'c> FnMut(&'c DatabaseTransaction) -> BoxFuture<'c, Result<T>>,
-{
-    retried_transaction(db, IsolationLevel::ReadCommitted, op).await
-}
-
-async fn retried_transaction<T, F>(
-    db: &DatabaseConnection,
-    isolation: IsolationLevel,
-    mut op: F,
-) -> Result<T>
-where
-    F: for<'c> FnMut(&'c DatabaseTransaction) -> BoxFuture<'c, Result<T>>,
-{
-    const MAX_ATTEMPTS: u32 = 30;
-    let options = match db.get_database_backend() {
-        DbBackend::Sqlite => TransactionOptions {
-            sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
-            ..Default::default()
-        },
-        _ => TransactionOptions {
-            isolation_level: Some(isolation),
-            ..Default::default()
-        },
-    };
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let result: Result<T> = async {
-            let txn = db.begin_with_options(options).await?;
-            let value = op(&txn).await?;
-            txn.commit().await?;
-            Ok(value)
-        }
-        .await;
-        match result {
-            Err(e) if e.is_retryable() && attempt < MAX_ATTEMPTS => {
-                tracing::debug!(attempt, "transaction conflict, retrying");
-                tokio::time::sleep(backoff(attempt)).await;
-            }
-            other => return other,
-        }
-    }
-}
-
-/// A short, jittered pause so that transactions that collided do not collide
-/// again in lockstep.
-fn backoff(attempt: u32) -> Duration {
-    let mut byte = [0u8; 1];
-    let jitter = if getrandom::fill(&mut byte).is_ok() {
-        u64::from(byte[0] % 8)
-    } else {
-        0
-    };
-    Duration::from_millis((u64::from(attempt.min(10)) * 2 + jitter).min(50))
+pub async fn ping(db: &DatabaseConnection) -> StoreResult<()> {
+    Ok(db.ping().await?)
 }

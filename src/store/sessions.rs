@@ -4,39 +4,86 @@ use sea_orm::{
     QueryOrder, TransactionSession, TransactionTrait, prelude::*, sea_query::Expr,
 };
 
-use super::entities::{refresh_token, session, user};
+use super::{
+    StoreResult,
+    entities::{refresh_token, session, user},
+    refresh_tokens,
+};
+use crate::domain::{
+    input::Device,
+    types::{RefreshRecord, Session, User},
+};
+
+impl From<session::Model> for Session {
+    fn from(row: session::Model) -> Self {
+        Self {
+            id: row.id,
+            user_id: row.user_id,
+            device: Device {
+                id: row.device_id,
+                name: row.device_name,
+                kind: row.device_type,
+            },
+            user_agent: row.user_agent,
+            ip_address: row.ip_address,
+            created_at: row.created_at,
+            last_used_at: row.last_used_at,
+            expires_at: row.expires_at,
+            revoked_at: row.revoked_at,
+        }
+    }
+}
+
+fn row(s: &Session) -> session::Model {
+    session::Model {
+        id: s.id,
+        user_id: s.user_id,
+        device_id: s.device.id.clone(),
+        device_name: s.device.name.clone(),
+        device_type: s.device.kind.clone(),
+        user_agent: s.user_agent.clone(),
+        ip_address: s.ip_address.clone(),
+        created_at: s.created_at,
+        last_used_at: s.last_used_at,
+        expires_at: s.expires_at,
+        revoked_at: s.revoked_at,
+    }
+}
 
 /// A new session together with its first refresh token, in one
 /// transaction: a session without its token (a cut between the two) would
 /// be a login that can never be refreshed.
 pub async fn insert_with_refresh_token<C: TransactionTrait>(
     db: &C,
-    session_row: session::Model,
-    token_row: refresh_token::Model,
-) -> Result<session::Model, DbErr> {
+    session: &Session,
+    token: &RefreshRecord,
+) -> StoreResult<()> {
     let txn = db.begin().await?;
-    let inserted = session::ActiveModel::from(session_row).insert(&txn).await?;
-    refresh_token::ActiveModel::from(token_row)
+    session::ActiveModel::from(row(session))
         .insert(&txn)
         .await?;
+    refresh_tokens::insert(&txn, token).await?;
     txn.commit().await?;
-    Ok(inserted)
+    Ok(())
 }
 
-pub async fn find<C: ConnectionTrait>(db: &C, id: Uuid) -> Result<Option<session::Model>, DbErr> {
-    session::Entity::find_by_id(id).one(db).await
+pub async fn find<C: ConnectionTrait>(db: &C, id: Uuid) -> StoreResult<Option<Session>> {
+    Ok(session::Entity::find_by_id(id)
+        .one(db)
+        .await?
+        .map(Session::from))
 }
 
 /// A session and its user, in one round trip: what every bearer call checks.
 pub async fn find_with_user<C: ConnectionTrait>(
     db: &C,
     session_id: Uuid,
-) -> Result<Option<(session::Model, user::Model)>, DbErr> {
+) -> StoreResult<Option<(Session, User)>> {
     let found = session::Entity::find_by_id(session_id)
         .find_also_related(user::Entity)
         .one(db)
         .await?;
-    Ok(found.and_then(|(s, u)| u.map(|u| (s, u))))
+    Ok(found.and_then(|(s, u)| u.map(|u| (s.into(), u.into()))))
 }
 
 /// Not revoked and not expired at `now`.
@@ -53,24 +100,23 @@ pub async fn list_for_user<C: ConnectionTrait>(
     user_id: Uuid,
     include_inactive: bool,
     now: DateTime<Utc>,
-) -> Result<Vec<session::Model>, DbErr> {
+) -> StoreResult<Vec<Session>> {
     let mut query = session::Entity::find().filter(session::Column::UserId.eq(user_id));
     if !include_inactive {
         query = query.filter(live(now));
     }
-    query
+    Ok(query
         .order_by_desc(session::Column::CreatedAt)
         .order_by_desc(session::Column::Id)
         .all(db)
-        .await
+        .await?
+        .into_iter()
+        .map(Session::from)
+        .collect())
 }
 
 /// Revokes one session if it is still live; how many were revoked (0 or 1).
-pub async fn revoke<C: ConnectionTrait>(
-    db: &C,
-    id: Uuid,
-    now: DateTime<Utc>,
-) -> Result<u64, DbErr> {
+pub async fn revoke<C: ConnectionTrait>(db: &C, id: Uuid, now: DateTime<Utc>) -> StoreResult<u64> {
     let result = session::Entity::update_many()
         .col_expr(session::Column::RevokedAt, Expr::value(now))
         .filter(session::Column::Id.eq(id))
@@ -86,7 +132,7 @@ pub async fn revoke_all_for_user<C: ConnectionTrait>(
     user_id: Uuid,
     keep: Option<Uuid>,
     now: DateTime<Utc>,
-) -> Result<u64, DbErr> {
+) -> StoreResult<u64> {
     let mut update = session::Entity::update_many()
         .col_expr(session::Column::RevokedAt, Expr::value(now))
         .filter(session::Column::UserId.eq(user_id))
@@ -103,7 +149,7 @@ pub async fn touch<C: ConnectionTrait>(
     id: Uuid,
     now: DateTime<Utc>,
     expires_at: DateTime<Utc>,
-) -> Result<(), DbErr> {
+) -> StoreResult<()> {
     session::Entity::update_many()
         .col_expr(session::Column::LastUsedAt, Expr::value(now))
         .col_expr(session::Column::ExpiresAt, Expr::value(expires_at))
@@ -116,7 +162,7 @@ pub async fn touch<C: ConnectionTrait>(
 /// Deletes sessions that ended (expired or revoked) before `cutoff`, with
 /// their refresh tokens, and rotated refresh tokens that expired before it.
 /// How many rows of each went.
-pub async fn prune<C: ConnectionTrait>(db: &C, cutoff: DateTime<Utc>) -> Result<(u64, u64), DbErr> {
+pub async fn prune<C: ConnectionTrait>(db: &C, cutoff: DateTime<Utc>) -> StoreResult<(u64, u64)> {
     let sessions = session::Entity::delete_many()
         .filter(
             Condition::any()
@@ -136,6 +182,6 @@ pub async fn prune<C: ConnectionTrait>(db: &C, cutoff: DateTime<Utc>) -> Result<
 }
 
 /// Sessions neither revoked nor expired.
-pub async fn count_live<C: ConnectionTrait>(db: &C, now: DateTime<Utc>) -> Result<u64, DbErr> {
-    session::Entity::find().filter(live(now)).count(db).await
+pub async fn count_live<C: ConnectionTrait>(db: &C, now: DateTime<Utc>) -> StoreResult<u64> {
+    Ok(session::Entity::find().filter(live(now)).count(db).await?)
 }

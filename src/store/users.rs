@@ -1,23 +1,77 @@
 use sea_orm::{
-    ActiveModelTrait, Condition, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect,
+    ActiveModelTrait,
+    ActiveValue::{Set, Unchanged},
+    Condition, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
     prelude::*,
     sea_query::{Expr, ExprTrait, LikeExpr},
 };
 
-use super::entities::{user, user_count};
+use super::{
+    StoreError, StoreResult,
+    entities::{user, user_count},
+};
+use crate::domain::{
+    rules::accounts::UserChanges,
+    types::{Account, PasswordHash, User, UserFilter, UserStatus},
+};
+
+impl From<user::Status> for UserStatus {
+    fn from(status: user::Status) -> Self {
+        match status {
+            user::Status::Pending => Self::Pending,
+            user::Status::Approved => Self::Approved,
+            user::Status::Disabled => Self::Disabled,
+        }
+    }
+}
+
+impl From<UserStatus> for user::Status {
+    fn from(status: UserStatus) -> Self {
+        match status {
+            UserStatus::Pending => Self::Pending,
+            UserStatus::Approved => Self::Approved,
+            UserStatus::Disabled => Self::Disabled,
+        }
+    }
+}
+
+impl From<user::Model> for Account {
+    fn from(row: user::Model) -> Self {
+        Self {
+            password_hash: PasswordHash(row.password_hash.0),
+            user: User {
+                id: row.id,
+                email: row.email,
+                display_name: row.display_name,
+                is_admin: row.is_admin,
+                status: row.status.into(),
+                created_at: row.created_at,
+                updated_at: row.updated_at,
+                approved_at: row.approved_at,
+                approved_by: row.approved_by,
+            },
+        }
+    }
+}
+
+impl From<user::Model> for User {
+    fn from(row: user::Model) -> Self {
+        Account::from(row).user
+    }
+}
 
 pub async fn find_by_email<C: ConnectionTrait>(
     db: &C,
     email: &str,
-) -> Result<Option<user::Model>, DbErr> {
-    user::Entity::find()
+) -> StoreResult<Option<Account>> {
+    Ok(user::Entity::find()
         .filter(user::Column::Email.eq(email))
         .one(db)
-        .await
+        .await?
+        .map(Account::from))
 }
 
-pub async fn email_exists<C: ConnectionTrait>(db: &C, email: &str) -> Result<bool, DbErr> {
+pub async fn email_exists<C: ConnectionTrait>(db: &C, email: &str) -> StoreResult<bool> {
     let found = user::Entity::find()
         .select_only()
         .column(user::Column::Id)
@@ -29,7 +83,7 @@ pub async fn email_exists<C: ConnectionTrait>(db: &C, email: &str) -> Result<boo
 }
 
 /// Whether any account exists at all.
-pub async fn any<C: ConnectionTrait>(db: &C) -> Result<bool, DbErr> {
+pub async fn any<C: ConnectionTrait>(db: &C) -> StoreResult<bool> {
     let found = user::Entity::find()
         .select_only()
         .column(user::Column::Id)
@@ -39,75 +93,136 @@ pub async fn any<C: ConnectionTrait>(db: &C) -> Result<bool, DbErr> {
     Ok(found.is_some())
 }
 
-pub async fn insert<C: ConnectionTrait>(db: &C, row: user::Model) -> Result<user::Model, DbErr> {
-    user::ActiveModel::from(row).insert(db).await
+/// A new account; `StoreError::Unique` if its email is taken.
+pub async fn insert<C: ConnectionTrait>(db: &C, account: &Account) -> StoreResult<User> {
+    let u = &account.user;
+    let row = user::Model {
+        id: u.id,
+        email: u.email.clone(),
+        display_name: u.display_name.clone(),
+        password_hash: user::PasswordHash(account.password_hash.0.clone()),
+        is_admin: u.is_admin,
+        status: u.status.into(),
+        created_at: u.created_at,
+        updated_at: u.updated_at,
+        approved_at: u.approved_at,
+        approved_by: u.approved_by,
+    };
+    Ok(user::ActiveModel::from(row).insert(db).await?.into())
 }
 
-pub async fn find<C: ConnectionTrait>(db: &C, id: Uuid) -> Result<Option<user::Model>, DbErr> {
-    user::Entity::find_by_id(id).one(db).await
+pub async fn find<C: ConnectionTrait>(db: &C, id: Uuid) -> StoreResult<Option<User>> {
+    Ok(user::Entity::find_by_id(id).one(db).await?.map(User::from))
 }
 
-/// Writes the changed columns of `row` (an active model with only those set).
+/// The account with its password hash.
+pub async fn find_account<C: ConnectionTrait>(db: &C, id: Uuid) -> StoreResult<Option<Account>> {
+    Ok(user::Entity::find_by_id(id)
+        .one(db)
+        .await?
+        .map(Account::from))
+}
+
+/// Writes the columns `changes` names; `StoreError::NotFound` if the account
+/// is gone, `StoreError::Unique` if a new email is taken.
 pub async fn update<C: ConnectionTrait>(
     db: &C,
-    row: user::ActiveModel,
-) -> Result<user::Model, DbErr> {
-    row.update(db).await
+    id: Uuid,
+    changes: &UserChanges,
+) -> StoreResult<User> {
+    let mut row = user::ActiveModel {
+        id: Unchanged(id),
+        ..Default::default()
+    };
+    if let Some(email) = &changes.email {
+        row.email = Set(email.clone());
+    }
+    if let Some(name) = &changes.display_name {
+        row.display_name = Set(name.clone());
+    }
+    if let Some(is_admin) = changes.is_admin {
+        row.is_admin = Set(is_admin);
+    }
+    if let Some(status) = changes.status {
+        row.status = Set(status.into());
+    }
+    if let Some((at, by)) = changes.approved {
+        row.approved_at = Set(Some(at));
+        row.approved_by = Set(Some(by));
+    }
+    if let Some(at) = changes.updated_at {
+        row.updated_at = Set(at);
+    }
+    if !row.is_changed() {
+        return find(db, id).await?.ok_or(StoreError::NotFound);
+    }
+    Ok(row.update(db).await?.into())
 }
 
-pub async fn delete<C: ConnectionTrait>(db: &C, id: Uuid) -> Result<u64, DbErr> {
+/// A new password hash (and `updated_at`, when given); `StoreError::NotFound`
+/// if the account is gone.
+pub async fn set_password_hash<C: ConnectionTrait>(
+    db: &C,
+    id: Uuid,
+    hash: &PasswordHash,
+    updated_at: Option<DateTimeUtc>,
+) -> StoreResult<()> {
+    let mut row = user::ActiveModel {
+        id: Unchanged(id),
+        password_hash: Set(user::PasswordHash(hash.0.clone())),
+        ..Default::default()
+    };
+    if let Some(at) = updated_at {
+        row.updated_at = Set(at);
+    }
+    row.update(db).await?;
+    Ok(())
+}
+
+pub async fn delete<C: ConnectionTrait>(db: &C, id: Uuid) -> StoreResult<u64> {
     Ok(user::Entity::delete_by_id(id).exec(db).await?.rows_affected)
 }
 
 /// Admins who may act as admins: the last-admin invariant counts these.
-pub async fn count_approved_admins<C: ConnectionTrait>(db: &C) -> Result<u64, DbErr> {
-    user::Entity::find()
+pub async fn count_approved_admins<C: ConnectionTrait>(db: &C) -> StoreResult<u64> {
+    Ok(user::Entity::find()
         .filter(user::Column::IsAdmin.eq(true))
         .filter(user::Column::Status.eq(user::Status::Approved))
         .count(db)
-        .await
+        .await?)
 }
 
-/// Which users a listing shows.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct UserFilter {
-    pub status: Option<user::Status>,
-    /// Lower-case substring of the (lower-case) email.
-    pub email_contains: Option<String>,
-}
-
-impl UserFilter {
-    fn condition(&self) -> Condition {
-        let mut condition = Condition::all();
-        if let Some(status) = self.status {
-            condition = condition.add(user::Column::Status.eq(status));
-        }
-        if let Some(part) = &self.email_contains {
-            // `%` and `_` are valid in email addresses: match them literally.
-            let escaped = part
-                .replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_");
-            let pattern = LikeExpr::new(format!("%{escaped}%")).escape('\\');
-            condition = condition.add(Expr::col((user::Entity, user::Column::Email)).like(pattern));
-        }
-        condition
+/// The rows `filter` selects.
+fn condition(filter: &UserFilter) -> Condition {
+    let mut condition = Condition::all();
+    if let Some(status) = filter.status {
+        condition = condition.add(user::Column::Status.eq(user::Status::from(status)));
     }
+    if let Some(part) = &filter.email_contains {
+        // `%` and `_` are valid in email addresses: match them literally.
+        let escaped = part
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
+        let pattern = LikeExpr::new(format!("%{escaped}%")).escape('\\');
+        condition = condition.add(Expr::col((user::Entity, user::Column::Email)).like(pattern));
+    }
+    condition
 }
 
 /// How many users a listing has in all. Without a text filter this is read
 /// from the counts the triggers keep per status: one small row per status
 /// instead of a scan of the table. A text filter has to look at every email.
-pub async fn count_matching<C: ConnectionTrait>(db: &C, filter: &UserFilter) -> Result<u64, DbErr> {
+pub async fn count_matching<C: ConnectionTrait>(db: &C, filter: &UserFilter) -> StoreResult<u64> {
     if filter.email_contains.is_some() {
-        return user::Entity::find()
-            .filter(filter.condition())
+        return Ok(user::Entity::find()
+            .filter(condition(filter))
             .count(db)
-            .await;
+            .await?);
     }
     let mut query = user_count::Entity::find();
     if let Some(status) = filter.status {
-        query = query.filter(user_count::Column::Status.eq(status));
+        query = query.filter(user_count::Column::Status.eq(user::Status::from(status)));
     }
     let totals = query.all(db).await?;
     Ok(totals
@@ -124,8 +239,8 @@ pub async fn page<C: ConnectionTrait>(
     filter: &UserFilter,
     after: Option<(DateTimeUtc, Uuid)>,
     limit: u64,
-) -> Result<Vec<user::Model>, DbErr> {
-    let mut query = user::Entity::find().filter(filter.condition());
+) -> StoreResult<Vec<User>> {
+    let mut query = user::Entity::find().filter(condition(filter));
     if let Some((created_at, id)) = after {
         // A row comparison, which both databases answer from the
         // (created_at, id) index; the equivalent OR of two conditions made
@@ -137,10 +252,13 @@ pub async fn page<C: ConnectionTrait>(
         ]);
         query = query.filter(key.lt(Expr::tuple([Expr::value(created_at), Expr::value(id)])));
     }
-    query
+    Ok(query
         .order_by_desc(user::Column::CreatedAt)
         .order_by_desc(user::Column::Id)
         .limit(limit)
         .all(db)
-        .await
+        .await?
+        .into_iter()
+        .map(User::from)
+        .collect())
 }

@@ -21,12 +21,12 @@ use tokio::time::{Instant, timeout};
 use tonic::{Code, Status};
 use tonic_health::pb::health_check_response::ServingStatus;
 use warden::{
-    error::Error,
-    store::{
-        self,
-        entities::{refresh_token, session},
-        sessions,
+    domain::{
+        error::Error,
+        input::Device,
+        types::{RefreshRecord, Session},
     },
+    store::{self, StoreError, entities::refresh_token, sessions},
 };
 
 use crate::{
@@ -638,7 +638,7 @@ async fn a_transaction_sqlite_ended_by_itself_leaves_later_writes_committed_and_
                 .await?;
             txn.execute_unprepared("INSERT OR ROLLBACK INTO probe VALUES (1)")
                 .await?;
-            Ok(())
+            Ok::<_, StoreError>(())
         })
     })
     .await;
@@ -652,7 +652,8 @@ async fn a_transaction_sqlite_ended_by_itself_leaves_later_writes_committed_and_
         let failed = store::serializable(&db, |txn| {
             Box::pin(async move {
                 txn.execute_unprepared("INSERT INTO probe VALUES (2)")
-                    .await?;
+                    .await
+                    .map_err(StoreError::from)?;
                 Err::<(), _>(Error::EmailTaken)
             })
         })
@@ -670,7 +671,7 @@ async fn a_transaction_sqlite_ended_by_itself_leaves_later_writes_committed_and_
         Box::pin(async move {
             txn.execute_unprepared("INSERT INTO probe VALUES (3)")
                 .await?;
-            Ok(())
+            Ok::<_, StoreError>(())
         })
     })
     .await
@@ -831,12 +832,10 @@ async fn a_session_is_stored_with_its_refresh_token_or_not_at_all() {
         .expect("the admin's refresh token");
     let now = Utc::now();
     let id = uuid::Uuid::now_v7();
-    let session_row = session::Model {
+    let session = Session {
         id,
         user_id: admin.id.parse().unwrap(),
-        device_id: String::new(),
-        device_name: String::new(),
-        device_type: "unknown".into(),
+        device: Device::default(),
         user_agent: String::new(),
         ip_address: String::new(),
         created_at: now,
@@ -846,14 +845,14 @@ async fn a_session_is_stored_with_its_refresh_token_or_not_at_all() {
     };
     // The token cannot be stored (its hash is taken): the session must not
     // be stored without it.
-    let token_row = refresh_token::Model {
+    let token = RefreshRecord {
         token_hash: taken.token_hash,
         session_id: id,
         created_at: now,
         expires_at: now + chrono::TimeDelta::days(1),
         rotated_at: None,
     };
-    let result = sessions::insert_with_refresh_token(app.db(), session_row, token_row).await;
+    let result = sessions::insert_with_refresh_token(app.db(), &session, &token).await;
     assert!(result.is_err());
     assert!(sessions::find(app.db(), id).await.unwrap().is_none());
 }

@@ -153,7 +153,7 @@ async fn no_secret_of_a_full_flow_appears_in_trace_logs() {
         "refresh token reused",
         "password changed",
         "password reset",
-        "user created",
+        "account created",
     ] {
         assert!(text.contains(event), "`{event}` is logged");
     }

@@ -16,7 +16,7 @@ use argon2::{
 use secrecy::{ExposeSecret, SecretString};
 
 use super::policy::{NewPassword, normalize};
-use crate::error::{Error, Result};
+use crate::domain::error::{Error, Result};
 
 /// argon2id cost, a policy object so tests can use a cheap one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

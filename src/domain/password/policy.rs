@@ -6,8 +6,8 @@ use secrecy::{ExposeSecret, SecretString};
 use unicode_normalization::UnicodeNormalization;
 
 use crate::{
+    domain::error::{Error, FieldViolation, Result},
     domain::input::Email,
-    error::{Error, FieldViolation, Result},
 };
 
 /// NIST SP 800-63B asks verifiers to accept at least 64 characters; 128 keeps

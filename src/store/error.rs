@@ -1,110 +1,58 @@
-//! The one error type of warden's domain. Each variant is a situation of the
-//! contract (API.md, "Errors"); `grpc::status` maps it to a gRPC status once.
-
-use std::time::Duration;
+//! What can go wrong in the database, sorted into what callers act on: the
+//! database is unavailable (the server's condition, not the request's), a
+//! concurrent transaction conflicted (retry it), a unique key was taken, a
+//! row to change is gone, or anything else. The SQLite and PostgreSQL error
+//! codes are read here and nowhere else.
 
 use sea_orm::{DbErr, RuntimeErr};
 
-/// One bad field of a request, for `google.rpc.BadRequest`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldViolation {
-    pub field: &'static str,
-    pub description: String,
-}
+pub use crate::domain::error::Unavailability;
 
-impl FieldViolation {
-    pub fn new(field: &'static str, description: impl Into<String>) -> Self {
-        Self {
-            field,
-            description: description.into(),
-        }
-    }
-}
-
-impl std::fmt::Display for FieldViolation {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}", self.field, self.description)
-    }
-}
-
-fn describe(violations: &[FieldViolation]) -> String {
-    let parts: Vec<String> = violations.iter().map(ToString::to_string).collect();
-    parts.join("; ")
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("Invalid request: {}", describe(.0))]
-    InvalidArgument(Vec<FieldViolation>),
-    #[error("Password rejected: {0}")]
-    WeakPassword(FieldViolation),
-    #[error("Email already registered")]
-    EmailTaken,
-    #[error("Incorrect email or password")]
-    InvalidCredentials,
-    #[error("Account pending approval")]
-    AccountPending,
-    #[error("Account disabled")]
-    AccountDisabled,
-    #[error("Missing bearer token")]
-    TokenMissing,
-    #[error("Invalid access token")]
-    TokenInvalid,
-    #[error("Access token expired")]
-    TokenExpired,
-    #[error("Session revoked")]
-    SessionRevoked,
-    #[error("Invalid or expired refresh token")]
-    RefreshTokenInvalid,
-    #[error("Refresh token already used; session revoked")]
-    RefreshTokenReused,
-    #[error("Admin rights required")]
-    AdminRequired,
-    #[error("User not found")]
-    UserNotFound,
-    #[error("Session not found")]
-    SessionNotFound,
-    #[error("Cannot remove last admin")]
-    LastAdmin,
-    #[error("Current password is incorrect")]
-    WrongPassword,
-    #[error("Too many attempts")]
-    RateLimited { retry_after: Duration },
-    /// The server is busy (the hashing queue is full, too many calls in
-    /// flight), which is not the same as an account being locked: clients
-    /// tell the two apart by the reason.
-    #[error("Server overloaded, retry later")]
-    Overloaded { retry_after: Duration },
-    #[error("Database unavailable: {}", unavailability(.0).map_or("cannot reach the database", Unavailability::describe))]
-    DatabaseUnavailable(#[source] DbErr),
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("{}", .kind.describe())]
+    Unavailable {
+        kind: Unavailability,
+        #[source]
+        source: DbErr,
+    },
+    /// A serialization failure or deadlock (PostgreSQL), a locked table or a
+    /// stale snapshot (SQLite): worth another try.
+    #[error("the transaction conflicted with a concurrent one")]
+    Conflict(#[source] DbErr),
+    /// A unique constraint (or primary key) refused the row.
+    #[error("a unique key is taken")]
+    Unique(#[source] DbErr),
+    /// The row to update or delete is not there (any more).
+    #[error("the row is gone")]
+    NotFound,
     #[error(transparent)]
-    Unexpected(#[from] anyhow::Error),
+    Other(DbErr),
 }
 
-impl Error {
-    pub fn invalid(field: &'static str, description: impl Into<String>) -> Self {
-        Self::InvalidArgument(vec![FieldViolation::new(field, description)])
-    }
+pub type StoreResult<T> = Result<T, StoreError>;
 
-    /// The database said "try again": a serialization failure or deadlock
-    /// (PostgreSQL), or a busy or locked database (SQLite).
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            Self::Unexpected(e) => e
-                .downcast_ref::<DbErr>()
-                .is_some_and(is_serialization_failure),
-            _ => false,
-        }
-    }
-}
-
-impl From<DbErr> for Error {
+impl From<DbErr> for StoreError {
     fn from(err: DbErr) -> Self {
-        if is_connection_failure(&err) {
-            Self::DatabaseUnavailable(err)
-        } else {
-            Self::Unexpected(anyhow::Error::new(err))
+        if let Some(kind) = unavailability(&err) {
+            return Self::Unavailable { kind, source: err };
         }
+        if is_serialization_failure(&err) {
+            return Self::Conflict(err);
+        }
+        if is_unique_violation(&err) {
+            return Self::Unique(err);
+        }
+        match err {
+            DbErr::RecordNotUpdated | DbErr::RecordNotFound(_) => Self::NotFound,
+            other => Self::Other(other),
+        }
+    }
+}
+
+impl StoreError {
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Self::Conflict(_))
     }
 }
 
@@ -143,6 +91,15 @@ const SQLITE_IOERR: i32 = 10;
 const SQLITE_FULL: i32 = 13;
 const SQLITE_CANTOPEN: i32 = 14;
 const SQLITE_BUSY_SNAPSHOT: i32 = SQLITE_BUSY | (2 << 8);
+
+/// unique_violation (PostgreSQL); SQLITE_CONSTRAINT_UNIQUE and
+/// SQLITE_CONSTRAINT_PRIMARYKEY.
+fn is_unique_violation(err: &DbErr) -> bool {
+    matches!(
+        sqlx_database_code(err).as_deref(),
+        Some("23505" | "2067" | "1555")
+    )
+}
 
 fn is_serialization_failure(err: &DbErr) -> bool {
     let Some(code) = sqlx_database_code(err) else {
@@ -220,39 +177,6 @@ fn postgres_unavailability(sqlstate: &str) -> Option<Unavailability> {
     }
 }
 
-/// Why the database is unavailable, for the log and the client's message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Unavailability {
-    /// Cannot connect, the connection broke, or the server is shutting down.
-    Unreachable,
-    /// No answer within the database timeout (a lock held, a slow server).
-    Busy,
-    /// No space left to write.
-    StorageFull,
-    /// The database (file, volume or server) does not accept writes.
-    ReadOnly,
-    /// The storage reports an I/O error, or a resource is exhausted.
-    StorageError,
-}
-
-impl Unavailability {
-    pub fn describe(self) -> &'static str {
-        match self {
-            Self::Unreachable => "cannot reach the database",
-            Self::Busy => "the database did not answer in time",
-            Self::StorageFull => "the database has no space left",
-            Self::ReadOnly => "the database is read-only",
-            Self::StorageError => "the database reports a storage or resource error",
-        }
-    }
-}
-
-fn is_connection_failure(err: &DbErr) -> bool {
-    unavailability(err).is_some()
-}
-
-pub type Result<T, E = Error> = std::result::Result<T, E>;
-
 #[cfg(test)]
 mod tests {
     use std::{borrow::Cow, sync::Arc};
@@ -260,6 +184,7 @@ mod tests {
     use sea_orm::sqlx::{self, error::DatabaseError};
 
     use super::*;
+    use crate::domain::error::Error;
 
     /// A database error with a given code, as a driver reports it.
     #[derive(Debug)]
@@ -303,7 +228,10 @@ mod tests {
     }
 
     fn is_unavailable(err: DbErr) -> bool {
-        matches!(Error::from(err), Error::DatabaseUnavailable(_))
+        matches!(
+            Error::from(StoreError::from(err)),
+            Error::DatabaseUnavailable { .. }
+        )
     }
 
     #[test]
@@ -354,7 +282,7 @@ mod tests {
             Some(Unavailability::StorageFull)
         );
         assert_eq!(unavailability(&coded("8")), Some(Unavailability::ReadOnly));
-        let message = Error::from(coded("8")).to_string();
+        let message = Error::from(StoreError::from(coded("8"))).to_string();
         assert_eq!(message, "Database unavailable: the database is read-only");
     }
 
@@ -368,8 +296,24 @@ mod tests {
     }
 
     #[test]
+    fn unique_violations_and_vanished_rows_are_told_apart() {
+        assert!(matches!(
+            StoreError::from(coded("23505")),
+            StoreError::Unique(_)
+        ));
+        assert!(matches!(
+            StoreError::from(coded("2067")),
+            StoreError::Unique(_)
+        ));
+        assert!(matches!(
+            StoreError::from(DbErr::RecordNotUpdated),
+            StoreError::NotFound
+        ));
+    }
+
+    #[test]
     fn conflicts_are_retried_and_nothing_else_is() {
-        let retryable = |err: DbErr| Error::from(err).is_retryable();
+        let retryable = |err: DbErr| StoreError::from(err).is_conflict();
         // serialization_failure, deadlock_detected, SQLITE_LOCKED,
         // SQLITE_BUSY_SNAPSHOT.
         for code in ["40001", "40P01", "6", "517"] {

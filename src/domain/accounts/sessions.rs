@@ -5,15 +5,16 @@ use chrono::{DateTime, TimeDelta, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
-use super::{
-    Session, UserStatus,
-    accounts::{Accounts, Principal, TokenPair},
-    input::parse_id,
-    tokens::{RefreshToken, hash_refresh_token},
-};
+use super::Accounts;
 use crate::{
-    error::{Error, Result},
-    store::{self, entities::refresh_token, refresh_tokens, sessions},
+    domain::{
+        error::{Error, Result},
+        input::parse_id,
+        rules::sessions::{Presented, may_rotate, presented, session_expiry},
+        tokens::{RefreshToken, hash_refresh_token},
+        types::{Principal, RefreshRecord, Session, TokenPair},
+    },
+    store::{self, refresh_tokens, sessions},
 };
 
 /// Ours are 43 characters; anything much longer is not ours.
@@ -52,7 +53,7 @@ impl Accounts {
             return Err(Error::RefreshTokenInvalid);
         }
         let hash = hash_refresh_token(raw);
-        let ttl = self.refresh_ttl;
+        let (ttl, max_lifetime) = (self.refresh_ttl, self.session_max_lifetime);
         // One winner per token comes from the conditional UPDATE in `claim`,
         // which holds at any isolation level. The token is claimed first, so
         // that a caller who lost the race finds it rotated (REUSED), never
@@ -60,43 +61,34 @@ impl Accounts {
         let rotation = store::read_committed(&self.db, |txn| {
             let hash = hash.clone();
             Box::pin(async move {
-                if !refresh_tokens::claim(txn, &hash, now).await? {
-                    // Unknown, or exchanged already (earlier, or just now by
-                    // a concurrent caller): reuse of a rotated token.
-                    let Some(row) = refresh_tokens::find(txn, &hash).await? else {
-                        return Ok(Rotation::Invalid);
-                    };
-                    sessions::revoke(txn, row.session_id, now).await?;
-                    return Ok(Rotation::Reused(row.session_id));
-                }
+                let claimed = refresh_tokens::claim(txn, &hash, now).await?;
+                let token = refresh_tokens::find(txn, &hash).await?;
+                let token = match (presented(claimed, token.is_some()), token) {
+                    (Presented::Claimed, Some(token)) => token,
+                    (Presented::Reused, Some(token)) => {
+                        sessions::revoke(txn, token.session_id, now).await?;
+                        return Ok(Rotation::Reused(token.session_id));
+                    }
+                    _ => return Ok(Rotation::Invalid),
+                };
                 // An error from here on rolls the claim back: a token that
                 // cannot be exchanged stays as it was, INVALID every time.
-                let row = refresh_tokens::find(txn, &hash)
+                let (session, user) = sessions::find_with_user(txn, token.session_id)
                     .await?
                     .ok_or(Error::RefreshTokenInvalid)?;
-                let (session, user) = sessions::find_with_user(txn, row.session_id)
-                    .await?
-                    .ok_or(Error::RefreshTokenInvalid)?;
-                let usable = session.revoked_at.is_none()
-                    && session.expires_at > now
-                    && row.expires_at > now
-                    && user.status == UserStatus::Approved;
-                if !usable {
+                let expires_at = session_expiry(session.created_at, now, ttl, max_lifetime);
+                if !may_rotate(&token, &session, user.status, expires_at, now) {
                     return Err(Error::RefreshTokenInvalid);
                 }
                 let next = RefreshToken::generate()?;
-                let expires_at = now + ttl;
-                refresh_tokens::insert(
-                    txn,
-                    refresh_token::Model {
-                        token_hash: next.hash.clone(),
-                        session_id: session.id,
-                        created_at: now,
-                        expires_at,
-                        rotated_at: None,
-                    },
-                )
-                .await?;
+                let record = RefreshRecord {
+                    token_hash: next.hash.clone(),
+                    session_id: session.id,
+                    created_at: now,
+                    expires_at,
+                    rotated_at: None,
+                };
+                refresh_tokens::insert(txn, &record).await?;
                 sessions::touch(txn, session.id, now, expires_at).await?;
                 Ok(Rotation::Rotated {
                     next,

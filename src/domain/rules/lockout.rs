@@ -1,25 +1,17 @@
 //! Per-email login lockout (OWASP Authentication Cheat Sheet; NIST SP
-//! 800-63B rev. 4 §3.2.2). The state lives in the database, so every replica
-//! sees it, and is keyed by the email whether or not an account has it, so
-//! RATE_LIMITED tells an attacker nothing about which accounts exist.
+//! 800-63B rev. 4 §3.2.2): how attempts are admitted, how long lockouts
+//! last, when a streak is forgotten.
 //!
 //! An attempt takes its place in the count *before* its password is checked,
-//! in one atomic step: reading the count, checking the password and then
-//! writing the failure would let every attempt in flight pass the check (48
-//! simultaneous guesses all got a password check under the old scheme; the
-//! same flaw was ZITADEL's GHSA-7h8m-vrxx-vr4m). A success gives the place
-//! back by ending the streak.
+//! in one atomic step (see `accounts::lockout`): reading the count, checking
+//! the password and then writing the failure would let every attempt in
+//! flight pass the check (48 simultaneous guesses all got a password check
+//! under the old scheme; the same flaw was ZITADEL's GHSA-7h8m-vrxx-vr4m).
 
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use sha2::{Digest, Sha256};
-
-use super::accounts::Accounts;
-use crate::{
-    error::{Error, Result},
-    store::login_failures,
-};
 
 /// Failures in a row after which an account stays locked until an admin's
 /// ResetPassword or approval (NIST SP 800-63B rev. 4 §3.2.2: at most 100).
@@ -148,51 +140,6 @@ pub fn admit(policy: LockoutPolicy, stored: Option<LockoutState>, now: DateTime<
         state.lockouts = state.lockouts.saturating_add(1);
     }
     Admission::Admitted(state)
-}
-
-/// An attempt that holds its place in the count until it is settled.
-#[must_use = "an attempt must be settled: a success gives its place back"]
-pub(super) struct Attempt {
-    key: Vec<u8>,
-}
-
-impl Accounts {
-    /// Takes a place in the count of `email`, or RATE_LIMITED (with the time
-    /// left) when there is none: locked out, right password or not, decided
-    /// before any hashing.
-    pub(super) async fn begin_attempt(&self, email: &str, now: DateTime<Utc>) -> Result<Attempt> {
-        let key = lockout_key(email);
-        let policy = self.lockout;
-        match login_failures::admit(&self.db, &key, now, move |stored| {
-            admit(policy, stored, now)
-        })
-        .await?
-        {
-            Admission::Admitted(_) => Ok(Attempt { key }),
-            Admission::Refused { retry_after } => Err(Error::RateLimited { retry_after }),
-        }
-    }
-
-    /// The password was right: the streak ends (and the place is given
-    /// back). The password was wrong: the place stays taken, a failure.
-    pub(super) async fn settle_attempt(&self, attempt: Attempt, succeeded: bool) -> Result<()> {
-        if succeeded {
-            login_failures::clear(&self.db, &attempt.key).await?;
-        }
-        Ok(())
-    }
-
-    /// An admin's reset or approval (or a password reset by mail) lifts a
-    /// lockout, the 100-failure lock included.
-    pub(super) async fn lift_lockout(&self, email: &str) -> Result<()> {
-        Ok(login_failures::clear(&self.db, &lockout_key(email)).await?)
-    }
-
-    /// Deletes forgotten failure counts, so that guessing many emails leaves
-    /// bounded state. Hard locks stay.
-    pub async fn prune_login_failures(&self, now: DateTime<Utc>) -> Result<u64> {
-        Ok(login_failures::prune(&self.db, now - FORGET_AFTER, HARD_LOCK_AFTER).await?)
-    }
 }
 
 #[cfg(test)]

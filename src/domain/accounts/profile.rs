@@ -1,17 +1,17 @@
 //! Changes a user makes to their own account.
 
 use chrono::{DateTime, Utc};
-use sea_orm::ActiveValue::Set;
 use secrecy::{ExposeSecret, SecretString};
 
-use super::{
-    User,
-    accounts::{Accounts, Principal, email_taken_if_unique, parse_profile_change},
-    input::Email,
-};
+use super::{Accounts, admin::parse_profile_change, create::email_taken_if_unique};
 use crate::{
-    error::{Error, FieldViolation, Result},
-    store::{self, entities::user, sessions, users},
+    domain::{
+        error::{Error, FieldViolation, Result},
+        input::Email,
+        rules::accounts::UserChanges,
+        types::{PasswordHash, Principal, User},
+    },
+    store::{self, StoreError, sessions, users},
 };
 
 pub struct ProfileChange {
@@ -41,22 +41,21 @@ impl Accounts {
             self.check_current_password(caller, &change.current_password, now)
                 .await?;
         }
-        let mut row = user::ActiveModel {
-            id: Set(current.id),
-            updated_at: Set(now),
-            ..Default::default()
+        let changes = UserChanges {
+            email: email.map(Email::into_string),
+            display_name: name.map(|n| n.into_string()),
+            updated_at: Some(now),
+            ..UserChanges::default()
         };
-        if let Some(name) = name {
-            row.display_name = Set(name.into_string());
-        }
-        if let Some(email) = email {
-            row.email = Set(email.into_string());
-        }
-        let updated = users::update(&self.db, row)
+        let updated = users::update(&self.db, current.id, &changes)
             .await
-            .map_err(email_taken_if_unique)?;
+            .map_err(|e| match e {
+                // Deleted while the call ran.
+                StoreError::NotFound => Error::SessionRevoked,
+                other => email_taken_if_unique(other),
+            })?;
         tracing::info!(user_id = %updated.id, "profile updated");
-        Ok(updated.into())
+        Ok(updated)
     }
 
     /// Sets a new password after checking the current one, and revokes every
@@ -84,19 +83,18 @@ impl Accounts {
         let new_password = self.policy.check("new_password", new_password, &email)?;
         self.check_current_password(caller, current_password, now)
             .await?;
-        let hash = self.hasher.hash(&new_password).await?;
+        let hash = PasswordHash(self.hasher.hash(&new_password).await?);
         let (user_id, keep) = (caller.user.id, caller.session_id);
         let revoked = store::serializable(&self.db, |txn| {
             let hash = hash.clone();
             Box::pin(async move {
-                let row = user::ActiveModel {
-                    id: Set(user_id),
-                    password_hash: Set(user::PasswordHash(hash)),
-                    updated_at: Set(now),
-                    ..Default::default()
-                };
-                users::update(txn, row).await?;
-                Ok(sessions::revoke_all_for_user(txn, user_id, Some(keep), now).await?)
+                users::set_password_hash(txn, user_id, &hash, Some(now))
+                    .await
+                    .map_err(|e| match e {
+                        StoreError::NotFound => Error::SessionRevoked,
+                        other => other.into(),
+                    })?;
+                Ok::<_, Error>(sessions::revoke_all_for_user(txn, user_id, Some(keep), now).await?)
             })
         })
         .await?;
@@ -120,7 +118,7 @@ impl Accounts {
             ));
         }
         let attempt = self.begin_attempt(&caller.user.email, now).await?;
-        let row = users::find(&self.db, caller.user.id)
+        let row = users::find_account(&self.db, caller.user.id)
             .await?
             .ok_or(Error::SessionRevoked)?;
         let matched = self

@@ -1,0 +1,160 @@
+//! The values warden's domain works with. They belong to the domain: the
+//! store maps its rows to and from them, the transport maps them to and from
+//! protobuf messages.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use secrecy::SecretString;
+use uuid::Uuid;
+
+use super::{
+    error::{Error, Result},
+    input::Device,
+    tokens::VerifiedToken,
+};
+
+/// Where an account stands in the approval workflow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum UserStatus {
+    /// Registered, waiting for an admin.
+    Pending,
+    /// May log in.
+    Approved,
+    /// May not log in; its sessions were revoked.
+    Disabled,
+}
+
+/// An account as the rest of the service sees it: without its password hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: Uuid,
+    pub email: String,
+    pub display_name: String,
+    pub is_admin: bool,
+    pub status: UserStatus,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub approved_at: Option<DateTime<Utc>>,
+    pub approved_by: Option<Uuid>,
+}
+
+impl User {
+    /// An admin who may act as one: what the last-admin invariant counts.
+    pub fn is_approved_admin(&self) -> bool {
+        self.is_admin && self.status == UserStatus::Approved
+    }
+}
+
+/// An argon2id PHC string. Its own type so that `Debug` of an account can
+/// never put a hash into a log.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PasswordHash(pub String);
+
+impl std::fmt::Debug for PasswordHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PasswordHash([redacted])")
+    }
+}
+
+/// A user with the password hash that only login and password changes see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub user: User,
+    pub password_hash: PasswordHash,
+}
+
+/// A login on one device: what refresh tokens and revocation act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub device: Device,
+    pub user_agent: String,
+    pub ip_address: String,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl Session {
+    /// Neither revoked nor expired at `now`.
+    pub fn is_live(&self, now: DateTime<Utc>) -> bool {
+        self.revoked_at.is_none() && self.expires_at > now
+    }
+}
+
+/// A refresh token as stored: only its hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshRecord {
+    pub token_hash: Vec<u8>,
+    pub session_id: Uuid,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub rotated_at: Option<DateTime<Utc>>,
+}
+
+/// What a bearer check reads of a session and its user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionCheck {
+    pub session_id: Uuid,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub expires_at: DateTime<Utc>,
+    pub user: User,
+}
+
+/// Who is calling, as far as the transport can tell.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientInfo {
+    pub user_agent: String,
+    pub ip_address: String,
+}
+
+/// The caller of a bearer RPC after every check: token, session, account.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub user: User,
+    pub session_id: Uuid,
+    pub token: VerifiedToken,
+}
+
+/// An approved admin with a live session: the capability every admin
+/// operation of the domain asks for. `Admin::check` is its only way in, so
+/// holding one means the rights were read from the database for this call.
+#[derive(Debug, Clone)]
+pub struct Admin(Principal);
+
+impl Admin {
+    pub fn check(caller: Principal) -> Result<Self> {
+        if caller.user.is_admin {
+            Ok(Self(caller))
+        } else {
+            Err(Error::AdminRequired)
+        }
+    }
+
+    pub fn id(&self) -> Uuid {
+        self.0.user.id
+    }
+
+    pub fn principal(&self) -> &Principal {
+        &self.0
+    }
+}
+
+/// A new access token and the refresh token that goes with it.
+pub struct TokenPair {
+    pub access_token: SecretString,
+    pub refresh_token: SecretString,
+    pub expires_in: Duration,
+    pub refresh_expires_at: DateTime<Utc>,
+}
+
+/// Which users a listing shows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserFilter {
+    pub status: Option<UserStatus>,
+    /// Lower-case substring of the (lower-case) email, matched literally.
+    pub email_contains: Option<String>,
+}
