@@ -7,7 +7,9 @@ use sea_orm::{ConnectionTrait, Database};
 use tokio::{io::AsyncWriteExt as _, process::Command};
 use warden::proto::v1::UserStatus;
 
-use crate::helpers::{PASSWORD, ServerProcess, TestDatabase, spawn_app, spawn_app_on, warden};
+use crate::helpers::{
+    CHEAP_HASHING_ENV, PASSWORD, ServerProcess, TestDatabase, spawn_app, spawn_app_on, warden,
+};
 
 struct Finished {
     code: i32,
@@ -267,4 +269,80 @@ async fn serve_logs_the_chosen_address_and_exits_0_on_sigterm() {
     assert_eq!(run(check, None).await.code, 0, "the server reports SERVING");
     let (code, _) = server.stop().await;
     assert_eq!(code, Some(0));
+}
+
+#[tokio::test]
+async fn serve_accepts_a_two_second_refresh_ttl_and_a_million_failure_limit() {
+    let db = TestDatabase::create().await;
+    let mut env = CHEAP_HASHING_ENV.to_vec();
+    env.extend([
+        ("WARDEN_ACCESS_TOKEN_TTL", "1s"),
+        ("WARDEN_REFRESH_TOKEN_TTL", "2s"),
+        ("WARDEN_LOGIN_FAILURE_LIMIT", "1000000"),
+    ]);
+    let server = ServerProcess::start(&db, &env).await;
+    let client = server.client().await;
+    client.register("ada@example.com", PASSWORD).await.unwrap();
+    let before = chrono::Utc::now().timestamp();
+    let login = client.login("ada@example.com", PASSWORD).await.unwrap();
+    let after = chrono::Utc::now().timestamp();
+    let tokens = login.tokens.unwrap();
+    // The settings are in force, not just accepted.
+    assert_eq!(tokens.expires_in, 1);
+    let refresh_ends = tokens.refresh_expires_at.unwrap().seconds;
+    assert!(
+        (before + 2..=after + 2).contains(&refresh_ends),
+        "refresh token ends at {refresh_ends}, 2 s after {before}..{after}"
+    );
+    let (code, _) = server.stop().await;
+    assert_eq!(code, Some(0));
+}
+
+/// `warden serve` with `env`: its exit code and standard error. The
+/// database it would reach is closed, so a setting that is not refused
+/// ends in exit code 1 (after at most a second) rather than a server.
+async fn serve_with(env: &[(&str, &str)]) -> Finished {
+    let mut command = warden();
+    command
+        .arg("serve")
+        .env("WARDEN_LISTEN", "127.0.0.1:0")
+        .env("WARDEN_HTTP_LISTEN", "127.0.0.1:0")
+        .env("WARDEN_DATABASE_URL", "postgres://127.0.0.1:1/none")
+        .env("WARDEN_DATABASE_TIMEOUT", "1s")
+        .envs(env.iter().copied());
+    run(command, None).await
+}
+
+#[tokio::test]
+async fn serve_refuses_settings_outside_the_contracts_ranges_with_exit_code_2() {
+    for (variable, value, named) in [
+        ("WARDEN_REFRESH_TOKEN_TTL", "0s", "refresh-token-ttl"),
+        ("WARDEN_SESSION_MAX_LIFETIME", "0s", "session-max-lifetime"),
+        (
+            "WARDEN_LOGIN_FAILURE_LIMIT",
+            "1000001",
+            "login-failure-limit",
+        ),
+        ("WARDEN_LOGIN_FAILURE_LIMIT", "0", "login-failure-limit"),
+        // Not representable: its end is past any timestamp.
+        ("WARDEN_ACCESS_TOKEN_TTL", "400000000y", "access-token-ttl"),
+        ("WARDEN_FIRST_USER_ADMIN", "yes", "first-user-admin"),
+    ] {
+        let done = serve_with(&[(variable, value)]).await;
+        assert_eq!(done.code, 2, "{variable}={value}: {}", done.stderr);
+        assert!(
+            done.stderr.contains(named),
+            "{variable}={value}: {}",
+            done.stderr
+        );
+        assert!(!done.stderr.contains("panicked"), "{}", done.stderr);
+    }
+}
+
+#[tokio::test]
+async fn serve_refuses_a_refresh_ttl_shorter_than_the_access_ttl_with_exit_code_2() {
+    let done = serve_with(&[("WARDEN_REFRESH_TOKEN_TTL", "2s")]).await;
+    assert_eq!(done.code, 2, "{}", done.stderr);
+    assert!(done.stderr.contains("refresh-token-ttl"), "{}", done.stderr);
+    assert!(done.stderr.contains("access-token-ttl"), "{}", done.stderr);
 }
