@@ -134,6 +134,7 @@ impl Application {
                 min_chars: config.password_min_length,
             },
             refresh_ttl: config.refresh_token_ttl,
+            session_max_lifetime: config.session_max_lifetime,
             failure_limit: config.login_failure_limit,
             lockout: config.login_lockout,
         };

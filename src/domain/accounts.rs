@@ -12,6 +12,7 @@ use super::{
     ClientInfo, User, UserStatus,
     input::{Device, DisplayName, Email},
     password::{Hasher, PasswordPolicy},
+    sessions::session_expiry,
     tokens::{RefreshToken, TokenService, VerifiedToken},
 };
 use crate::{
@@ -66,6 +67,8 @@ pub struct Principal {
 pub struct AccountSettings {
     pub policy: PasswordPolicy,
     pub refresh_ttl: Duration,
+    /// `WARDEN_SESSION_MAX_LIFETIME`: no session lasts longer from login.
+    pub session_max_lifetime: Duration,
     pub failure_limit: u32,
     pub lockout: Duration,
 }
@@ -85,6 +88,7 @@ pub struct Accounts {
     pub(super) policy: PasswordPolicy,
     pub(super) tokens: Arc<TokenService>,
     pub(super) refresh_ttl: TimeDelta,
+    pub(super) session_max_lifetime: TimeDelta,
     pub(super) lockout: Lockout,
 }
 
@@ -102,6 +106,8 @@ impl Accounts {
             policy: settings.policy,
             tokens,
             refresh_ttl: TimeDelta::from_std(settings.refresh_ttl).context("refresh token TTL")?,
+            session_max_lifetime: TimeDelta::from_std(settings.session_max_lifetime)
+                .context("session maximum lifetime")?,
             lockout: Lockout {
                 failure_limit: settings.failure_limit,
                 duration: TimeDelta::from_std(settings.lockout).context("lockout duration")?,
@@ -197,7 +203,7 @@ impl Accounts {
 
         let session_id = Uuid::now_v7();
         let refresh = RefreshToken::generate()?;
-        let expires_at = now + self.refresh_ttl;
+        let expires_at = session_expiry(now, now, self.refresh_ttl, self.session_max_lifetime);
         let session_row = session::Model {
             id: session_id,
             user_id: account.id,

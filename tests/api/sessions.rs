@@ -493,3 +493,41 @@ async fn several_forwarded_headers_count_as_one_list_in_order() {
         "203.0.113.8"
     );
 }
+
+#[tokio::test]
+async fn a_session_refreshed_without_pause_still_ends_at_its_maximum_lifetime() {
+    let app = spawn_app_with(|c| c.session_max_lifetime = Duration::from_secs(4)).await;
+    app.register(ADMIN_EMAIL, PASSWORD).await.unwrap();
+    let (mut access, mut refresh, session_id) = login(&app).await;
+    let created = app.list_sessions(&access, false).await.unwrap()[0]
+        .created_at
+        .unwrap();
+    let limit = (created.seconds + 4, created.nanos);
+    let step = Duration::from_millis(500);
+    let mut refreshed = 0;
+    loop {
+        let listed = app.list_sessions(&access, false).await.unwrap();
+        let session = listed.iter().find(|s| s.id == session_id).unwrap();
+        let expires = session.expires_at.unwrap();
+        assert!(
+            (expires.seconds, expires.nanos) <= limit,
+            "expires_at {expires:?} is past created_at {created:?} + 4 s"
+        );
+        app.clock.advance(step);
+        match app.refresh(&refresh).await {
+            Ok(pair) => {
+                let until = pair.refresh_expires_at.unwrap();
+                assert!((until.seconds, until.nanos) <= limit, "{until:?}");
+                (access, refresh) = (pair.access_token, pair.refresh_token);
+                refreshed += 1;
+            }
+            Err(status) => {
+                assert_error::<()>(Err(status), Code::Unauthenticated, "REFRESH_TOKEN_INVALID");
+                break;
+            }
+        }
+        assert!(refreshed < 100, "still refreshing after 50 s");
+    }
+    // Refreshed at 0.5 s … 3.5 s; refused at 4 s.
+    assert_eq!(refreshed, 7);
+}
