@@ -346,3 +346,58 @@ async fn serve_refuses_a_refresh_ttl_shorter_than_the_access_ttl_with_exit_code_
     assert!(done.stderr.contains("refresh-token-ttl"), "{}", done.stderr);
     assert!(done.stderr.contains("access-token-ttl"), "{}", done.stderr);
 }
+
+/// Whether the log lines hold the start-up warning that the first account
+/// to register becomes an admin.
+fn warns_of_the_first_admin(logs: &[String]) -> bool {
+    logs.iter().any(|line| {
+        let event: serde_json::Value = serde_json::from_str(line).expect("JSON log line");
+        event["level"] == "WARN"
+            && event["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("first account") && m.contains("create-admin"))
+    })
+}
+
+/// A server on every interface with `env`, stopped again: its log lines.
+async fn logs_of_serve(db: &TestDatabase, listen: &str, env: &[(&str, &str)]) -> Vec<String> {
+    let mut all = CHEAP_HASHING_ENV.to_vec();
+    all.push(("WARDEN_LISTEN", listen));
+    all.extend(env);
+    let server = ServerProcess::start(db, &all).await;
+    let (code, logs) = server.stop().await;
+    assert_eq!(code, Some(0));
+    logs
+}
+
+#[tokio::test]
+async fn serve_beyond_loopback_on_an_empty_database_warns_that_the_first_account_becomes_admin() {
+    let db = TestDatabase::create().await;
+    let logs = logs_of_serve(&db, "0.0.0.0:0", &[]).await;
+    assert!(warns_of_the_first_admin(&logs), "{logs:#?}");
+}
+
+#[tokio::test]
+async fn no_first_admin_warning_on_loopback_when_turned_off_or_once_an_account_exists() {
+    let db = TestDatabase::create().await;
+    let logs = logs_of_serve(&db, "127.0.0.1:0", &[]).await;
+    assert!(!warns_of_the_first_admin(&logs), "loopback: {logs:#?}");
+    let logs = logs_of_serve(&db, "0.0.0.0:0", &[("WARDEN_FIRST_USER_ADMIN", "false")]).await;
+    assert!(!warns_of_the_first_admin(&logs), "turned off: {logs:#?}");
+
+    let mut all = CHEAP_HASHING_ENV.to_vec();
+    all.push(("WARDEN_LISTEN", "127.0.0.1:0"));
+    let server = ServerProcess::start(&db, &all).await;
+    server
+        .client()
+        .await
+        .register("ada@example.com", PASSWORD)
+        .await
+        .unwrap();
+    server.stop().await;
+    let logs = logs_of_serve(&db, "0.0.0.0:0", &[]).await;
+    assert!(
+        !warns_of_the_first_admin(&logs),
+        "an account exists: {logs:#?}"
+    );
+}

@@ -229,6 +229,20 @@ async fn a_failed_registration_leaves_no_account() {
     assert!(user.is_admin);
 }
 
+#[tokio::test]
+async fn without_first_user_admin_the_first_account_is_pending_and_not_admin() {
+    let app = spawn_app_with(|c| c.first_user_admin = false).await;
+    let first = app.register(ADMIN_EMAIL, PASSWORD).await.unwrap();
+    assert_eq!(first.status(), UserStatus::Pending);
+    assert!(!first.is_admin);
+    assert!(first.approved_at.is_none());
+    assert_error(
+        app.login(ADMIN_EMAIL, PASSWORD).await,
+        Code::PermissionDenied,
+        "ACCOUNT_PENDING",
+    );
+}
+
 /// Right-to-left overrides and isolates, which make text read as other
 /// text (CVE-2021-42574, "Trojan Source").
 pub const BIDI_CONTROLS: [char; 9] = [
