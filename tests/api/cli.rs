@@ -326,12 +326,23 @@ async fn serve_refuses_settings_outside_the_contracts_ranges_with_exit_code_2() 
         ("WARDEN_LOGIN_FAILURE_LIMIT", "0", "login-failure-limit"),
         // Not representable: its end is past any timestamp.
         ("WARDEN_ACCESS_TOKEN_TTL", "400000000y", "access-token-ttl"),
+        (
+            "WARDEN_SESSION_MAX_LIFETIME",
+            "8000y",
+            "session-max-lifetime",
+        ),
         ("WARDEN_FIRST_USER_ADMIN", "yes", "first-user-admin"),
     ] {
         let done = serve_with(&[(variable, value)]).await;
         assert_eq!(done.code, 2, "{variable}={value}: {}", done.stderr);
         assert!(
             done.stderr.contains(named),
+            "{variable}={value}: {}",
+            done.stderr
+        );
+        // Refused as a value, not by a check of several settings.
+        assert!(
+            done.stderr.contains("invalid value"),
             "{variable}={value}: {}",
             done.stderr
         );
