@@ -13,6 +13,7 @@ use super::{
     input::{Device, DisplayName, Email},
     lockout::LockoutPolicy,
     password::{Hasher, PasswordPolicy},
+    sessions::session_expiry,
     tokens::{RefreshToken, TokenService, VerifiedToken},
 };
 use crate::{
@@ -67,8 +68,12 @@ pub struct Principal {
 pub struct AccountSettings {
     pub policy: PasswordPolicy,
     pub refresh_ttl: Duration,
+    /// `WARDEN_SESSION_MAX_LIFETIME`: no session lasts longer from login.
+    pub session_max_lifetime: Duration,
     pub failure_limit: u32,
     pub lockout: Duration,
+    /// `WARDEN_FIRST_USER_ADMIN`.
+    pub first_user_admin: bool,
 }
 
 /// Accounts, sessions and tokens: the operations of the `Auth` and
@@ -81,7 +86,9 @@ pub struct Accounts {
     pub(super) policy: PasswordPolicy,
     pub(super) tokens: Arc<TokenService>,
     pub(super) refresh_ttl: TimeDelta,
+    pub(super) session_max_lifetime: TimeDelta,
     pub(super) lockout: LockoutPolicy,
+    first_user_admin: bool,
 }
 
 impl Accounts {
@@ -98,10 +105,13 @@ impl Accounts {
             policy: settings.policy,
             tokens,
             refresh_ttl: TimeDelta::from_std(settings.refresh_ttl).context("refresh token TTL")?,
+            session_max_lifetime: TimeDelta::from_std(settings.session_max_lifetime)
+                .context("session maximum lifetime")?,
             lockout: LockoutPolicy {
                 failure_limit: settings.failure_limit,
                 first_lockout: TimeDelta::from_std(settings.lockout).context("lockout duration")?,
             },
+            first_user_admin: settings.first_user_admin,
         })
     }
 
@@ -109,9 +119,9 @@ impl Accounts {
         &self.hasher
     }
 
-    /// The first account ever becomes an approved admin; every later one
-    /// waits for approval. The check and the insert share one serializable
-    /// transaction, so concurrent first registrations make exactly one admin.
+    /// Who a new account becomes is `first_account_role`'s rule. Whether it
+    /// is the first is checked in the insert's serializable transaction, so
+    /// concurrent first registrations make exactly one admin.
     #[tracing::instrument(skip_all)]
     pub async fn register(&self, account: NewAccount, now: DateTime<Utc>) -> Result<User> {
         let (email, display_name) = parse_profile(&account.email, &account.display_name)?;
@@ -124,11 +134,14 @@ impl Accounts {
             return Err(Error::EmailTaken);
         }
         let hash = self.hasher.hash_queued(Some(place), &password).await?;
+        let first_user_admin = self.first_user_admin;
         let row = store::serializable(&self.db, |txn| {
             let (email, display_name, hash) = (email.clone(), display_name.clone(), hash.clone());
             Box::pin(async move {
                 let first = !users::any(txn).await?;
-                let row = new_user_row(email, display_name, hash, first, first, now);
+                let (is_admin, status) = first_account_role(first, first_user_admin);
+                let approved = status == UserStatus::Approved;
+                let row = new_user_row(email, display_name, hash, is_admin, approved, now);
                 users::insert(txn, row).await.map_err(email_taken_if_unique)
             })
         })
@@ -193,7 +206,7 @@ impl Accounts {
 
         let session_id = Uuid::now_v7();
         let refresh = RefreshToken::generate()?;
-        let expires_at = now + self.refresh_ttl;
+        let expires_at = session_expiry(now, now, self.refresh_ttl, self.session_max_lifetime);
         let session_row = session::Model {
             id: session_id,
             user_id: account.id,
@@ -330,6 +343,25 @@ impl Accounts {
     }
 }
 
+/// What a registered account becomes. The first account ever is an
+/// approved admin, so that a fresh install can be run without a console;
+/// with `first_user_admin` off (`WARDEN_FIRST_USER_ADMIN=false`) the first
+/// is pending like every other, so that whoever reaches a new server first
+/// cannot take it over, and admins come from `create-admin`.
+pub fn first_account_role(is_first: bool, first_user_admin: bool) -> (bool, UserStatus) {
+    if is_first && first_user_admin {
+        (true, UserStatus::Approved)
+    } else {
+        (false, UserStatus::Pending)
+    }
+}
+
+/// Whether any account exists, for the start-up warning about the first
+/// registration.
+pub async fn any_account(db: &DatabaseConnection) -> Result<bool> {
+    Ok(users::any(db).await?)
+}
+
 /// An approved admin, whatever else exists (the `create-admin` command).
 pub async fn create_admin(
     db: &DatabaseConnection,
@@ -415,5 +447,35 @@ pub(super) fn email_taken_if_unique(err: DbErr) -> Error {
     match err.sql_err() {
         Some(SqlErr::UniqueConstraintViolation(_)) => Error::EmailTaken,
         _ => err.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_account_is_an_approved_admin_by_default() {
+        assert_eq!(first_account_role(true, true), (true, UserStatus::Approved));
+    }
+
+    #[test]
+    fn every_later_account_waits_for_approval_without_admin_rights() {
+        assert_eq!(
+            first_account_role(false, true),
+            (false, UserStatus::Pending)
+        );
+        assert_eq!(
+            first_account_role(false, false),
+            (false, UserStatus::Pending)
+        );
+    }
+
+    #[test]
+    fn without_first_user_admin_the_first_account_is_pending_like_every_other() {
+        assert_eq!(
+            first_account_role(true, false),
+            (false, UserStatus::Pending)
+        );
     }
 }

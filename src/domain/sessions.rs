@@ -37,6 +37,24 @@ enum Rotation {
     Invalid,
 }
 
+/// When a session (and its newest refresh token) ends: after
+/// `refresh_ttl` without use (sliding), and `max_lifetime` after it began
+/// however often it is used, so that a stolen refresh token kept fresh by
+/// its thief still dies (OWASP ASVS v5 §7.3, absolute session timeout).
+/// Past the last representable instant it stays there, never panics.
+pub fn session_expiry(
+    created_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+    refresh_ttl: TimeDelta,
+    max_lifetime: TimeDelta,
+) -> DateTime<Utc> {
+    let end = |from: DateTime<Utc>, span| {
+        from.checked_add_signed(span)
+            .unwrap_or(DateTime::<Utc>::MAX_UTC)
+    };
+    end(now, refresh_ttl).min(end(created_at, max_lifetime))
+}
+
 impl Accounts {
     /// Exchanges a refresh token for a new pair. Each token works once; one
     /// presented again (a theft signal, OAuth 2.0 Security BCP) revokes its
@@ -52,7 +70,7 @@ impl Accounts {
             return Err(Error::RefreshTokenInvalid);
         }
         let hash = hash_refresh_token(raw);
-        let ttl = self.refresh_ttl;
+        let (ttl, max_lifetime) = (self.refresh_ttl, self.session_max_lifetime);
         // One winner per token comes from the conditional UPDATE in `claim`,
         // which holds at any isolation level. The token is claimed first, so
         // that a caller who lost the race finds it rotated (REUSED), never
@@ -77,15 +95,16 @@ impl Accounts {
                 let (session, user) = sessions::find_with_user(txn, row.session_id)
                     .await?
                     .ok_or(Error::RefreshTokenInvalid)?;
+                let expires_at = session_expiry(session.created_at, now, ttl, max_lifetime);
                 let usable = session.revoked_at.is_none()
                     && session.expires_at > now
                     && row.expires_at > now
+                    && expires_at > now
                     && user.status == UserStatus::Approved;
                 if !usable {
                     return Err(Error::RefreshTokenInvalid);
                 }
                 let next = RefreshToken::generate()?;
-                let expires_at = now + ttl;
                 refresh_tokens::insert(
                     txn,
                     refresh_token::Model {
@@ -175,5 +194,55 @@ impl Accounts {
     /// refresh tokens that expired that long ago.
     pub async fn prune(&self, now: DateTime<Utc>) -> Result<(u64, u64)> {
         Ok(sessions::prune(&self.db, now - RETENTION).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        DateTime::<Utc>::UNIX_EPOCH + TimeDelta::seconds(1_800_000_000 + secs)
+    }
+
+    const DAY: i64 = 86_400;
+
+    #[test]
+    fn a_session_slides_by_the_refresh_ttl_while_young() {
+        let expiry = session_expiry(
+            at(0),
+            at(10 * DAY),
+            TimeDelta::days(30),
+            TimeDelta::days(90),
+        );
+        assert_eq!(expiry, at(40 * DAY));
+    }
+
+    #[test]
+    fn a_session_never_outlives_its_maximum_lifetime_however_often_refreshed() {
+        let (ttl, max) = (TimeDelta::days(30), TimeDelta::days(90));
+        assert_eq!(session_expiry(at(0), at(75 * DAY), ttl, max), at(90 * DAY));
+        assert_eq!(session_expiry(at(0), at(89 * DAY), ttl, max), at(90 * DAY));
+        // Once there, the session has ended: the expiry is not in the future.
+        assert!(session_expiry(at(0), at(90 * DAY), ttl, max) <= at(90 * DAY));
+    }
+
+    #[test]
+    fn a_maximum_lifetime_shorter_than_the_refresh_ttl_caps_the_first_expiry() {
+        let expiry = session_expiry(at(0), at(0), TimeDelta::days(30), TimeDelta::seconds(4));
+        assert_eq!(expiry, at(4));
+    }
+
+    #[test]
+    fn an_expiry_past_the_last_representable_instant_saturates() {
+        let huge = TimeDelta::MAX;
+        assert_eq!(
+            session_expiry(at(0), at(0), huge, huge),
+            DateTime::<Utc>::MAX_UTC
+        );
+        assert_eq!(
+            session_expiry(at(0), at(0), huge, TimeDelta::seconds(4)),
+            at(4)
+        );
     }
 }
