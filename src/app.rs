@@ -27,7 +27,7 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 use crate::{
     config::{Config, TlsFiles},
     domain::{
-        accounts::{AccountSettings, Accounts},
+        accounts::{self, AccountSettings, Accounts},
         clock::Clock,
         password::{Hasher, PasswordPolicy},
         tokens::{self, TokenService},
@@ -106,6 +106,26 @@ pub async fn open_database(url: &str, timeout: Duration) -> anyhow::Result<Datab
     Ok(db)
 }
 
+/// A fresh database on a server others can reach makes whoever registers
+/// first its admin: say so at start, with the ways out.
+async fn warn_if_first_registration_takes_over(
+    config: &Config,
+    db: &DatabaseConnection,
+) -> anyhow::Result<()> {
+    if config.first_user_admin
+        && !config.listen.ip().to_canonical().is_loopback()
+        && !accounts::any_account(db).await?
+    {
+        tracing::warn!(
+            listen = %config.listen,
+            "no account exists yet and WARDEN_LISTEN is not a loopback address: the first account \
+             to register becomes an approved admin; run `warden create-admin` before clients can \
+             connect, or set WARDEN_FIRST_USER_ADMIN=false"
+        );
+    }
+    Ok(())
+}
+
 /// One hash at a time per core: more would only queue inside the OS.
 pub fn hashing_concurrency() -> usize {
     std::thread::available_parallelism().map_or(2, usize::from)
@@ -134,12 +154,12 @@ impl Application {
                 min_chars: config.password_min_length,
             },
             refresh_ttl: config.refresh_token_ttl,
+            session_max_lifetime: config.session_max_lifetime,
             failure_limit: config.login_failure_limit,
             lockout: config.login_lockout,
-            // Placeholders until the settings land from the security work.
-            session_max_lifetime: std::time::Duration::from_secs(90 * 86_400),
-            first_user_admin: true,
+            first_user_admin: config.first_user_admin,
         };
+        warn_if_first_registration_takes_over(&config, &db).await?;
         let accounts = Accounts::new(db.clone(), hasher, tokens.clone(), settings)?;
         let tls = match &config.tls {
             Some(files) => Some(tls_config(files).await?),

@@ -1,6 +1,15 @@
 //! Command line and environment (API.md, "Command line and configuration").
 //! Every setting is a flag and a `WARDEN_*` variable; a flag wins. A value
 //! out of range stops the process with exit code 2 and a message naming it.
+//!
+//! Only the ranges API.md states are enforced (durations of at least 1 s,
+//! counts of at least 1, the password length 8 to 64, the failure limit up
+//! to 1,000,000), and the few wider ones that were always accepted. Beyond
+//! them, a value is refused only when it cannot be represented: a duration
+//! whose end no timestamp can name, a database timeout the database cannot
+//! hold, argon2 parameters the argon2 crate refuses. Operators choose the
+//! rest (a 2 s refresh TTL to test expiry, a huge failure limit to leave
+//! rate limiting to a gateway).
 
 use std::{
     net::{SocketAddr, ToSocketAddrs},
@@ -8,6 +17,7 @@ use std::{
     time::Duration,
 };
 
+use chrono::{TimeDelta, Utc};
 use clap::{Args, Parser, Subcommand, ValueEnum, value_parser};
 use ipnet::IpNet;
 
@@ -80,7 +90,8 @@ pub struct DatabaseArgs {
     pub database_url: String,
     /// The longest wait on the database before a call fails with
     /// DATABASE_UNAVAILABLE: connecting, waiting for a pooled connection,
-    /// one statement (PostgreSQL) or the write lock (SQLite); 100ms to 60s.
+    /// one statement (PostgreSQL) or the write lock (SQLite); at least
+    /// 100ms, at most 2^31 - 1 ms (what both databases can hold).
     #[arg(long, env = "WARDEN_DATABASE_TIMEOUT", default_value = "5s", value_parser = parse_database_timeout)]
     pub database_timeout: Duration,
 }
@@ -102,17 +113,17 @@ pub struct LogArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct PasswordArgs {
-    /// argon2id memory cost in KiB.
+    /// argon2id memory cost in KiB; at least 8 per lane.
     #[arg(long, env = "WARDEN_ARGON2_MEMORY_KIB", default_value_t = 19_456,
-          value_parser = value_parser!(u32).range(8..=4_194_304))]
+          value_parser = value_parser!(u32).range(8..))]
     pub argon2_memory_kib: u32,
     /// argon2id time cost (passes over memory).
     #[arg(long, env = "WARDEN_ARGON2_ITERATIONS", default_value_t = 2,
-          value_parser = value_parser!(u32).range(1..=100))]
+          value_parser = value_parser!(u32).range(1..))]
     pub argon2_iterations: u32,
-    /// argon2id lanes.
+    /// argon2id lanes; argon2 takes at most 16,777,215.
     #[arg(long, env = "WARDEN_ARGON2_PARALLELISM", default_value_t = 1,
-          value_parser = value_parser!(u32).range(1..=16))]
+          value_parser = value_parser!(u32).range(1..))]
     pub argon2_parallelism: u32,
     /// Minimum password length in characters.
     #[arg(long, env = "WARDEN_PASSWORD_MIN_LENGTH", default_value_t = 15,
@@ -121,19 +132,34 @@ pub struct PasswordArgs {
 }
 
 impl PasswordArgs {
+    /// The argon2 parameters, refused here (exit code 2) rather than when
+    /// the hasher is built, if the argon2 crate would not take them.
     fn cost(&self) -> Result<HashingCost, String> {
-        if self.argon2_memory_kib < 8 * self.argon2_parallelism {
+        if u64::from(self.argon2_memory_kib) < 8 * u64::from(self.argon2_parallelism) {
             return Err(format!(
                 "--argon2-memory-kib (WARDEN_ARGON2_MEMORY_KIB) must be at least 8 KiB per lane of \
                  --argon2-parallelism (WARDEN_ARGON2_PARALLELISM): {} < 8 × {}",
                 self.argon2_memory_kib, self.argon2_parallelism
             ));
         }
-        Ok(HashingCost {
+        let cost = HashingCost {
             memory_kib: self.argon2_memory_kib,
             iterations: self.argon2_iterations,
             parallelism: self.argon2_parallelism,
-        })
+        };
+        match argon2::Params::new(cost.memory_kib, cost.iterations, cost.parallelism, None) {
+            Ok(_) => Ok(cost),
+            Err(e) => {
+                let setting = match e {
+                    argon2::Error::ThreadsTooFew | argon2::Error::ThreadsTooMany => {
+                        "--argon2-parallelism (WARDEN_ARGON2_PARALLELISM)"
+                    }
+                    argon2::Error::TimeTooSmall => "--argon2-iterations (WARDEN_ARGON2_ITERATIONS)",
+                    _ => "--argon2-memory-kib (WARDEN_ARGON2_MEMORY_KIB)",
+                };
+                Err(format!("{setting}: argon2 refuses it: {e}"))
+            }
+        }
     }
 }
 
@@ -192,21 +218,33 @@ pub struct ServeArgs {
     /// JWT `aud`.
     #[arg(long, env = "WARDEN_AUDIENCE", default_value = "warden", value_parser = non_empty)]
     pub audience: String,
-    /// Access token lifetime (humantime: `2s`, `15m`, `8h`); 1s to 24h.
-    #[arg(long, env = "WARDEN_ACCESS_TOKEN_TTL", default_value = "15m", value_parser = parse_access_ttl)]
+    /// Access token lifetime (humantime: `2s`, `15m`, `8h`); at least 1s.
+    #[arg(long, env = "WARDEN_ACCESS_TOKEN_TTL", default_value = "15m", value_parser = parse_duration_setting)]
     pub access_token_ttl: Duration,
-    /// Refresh token (and session) lifetime of inactivity; 1m to 400d.
-    #[arg(long, env = "WARDEN_REFRESH_TOKEN_TTL", default_value = "30d", value_parser = parse_refresh_ttl)]
+    /// Refresh token (and session) lifetime of inactivity; at least 1s, and
+    /// not shorter than the access token TTL.
+    #[arg(long, env = "WARDEN_REFRESH_TOKEN_TTL", default_value = "30d", value_parser = parse_duration_setting)]
     pub refresh_token_ttl: Duration,
+    /// Absolute session lifetime: a session ends this long after login
+    /// however often it is refreshed; at least 1s.
+    #[arg(long, env = "WARDEN_SESSION_MAX_LIFETIME", default_value = "90d", value_parser = parse_duration_setting)]
+    pub session_max_lifetime: Duration,
     #[command(flatten)]
     pub password: PasswordArgs,
-    /// Consecutive failed logins per account before a lockout.
+    /// Consecutive failed logins per account before a lockout; 1 to
+    /// 1,000,000.
     #[arg(long, env = "WARDEN_LOGIN_FAILURE_LIMIT", default_value_t = 5,
-          value_parser = value_parser!(u32).range(1..=1000))]
+          value_parser = value_parser!(u32).range(1..=1_000_000))]
     pub login_failure_limit: u32,
-    /// How long a lockout lasts; 1s to 24h.
-    #[arg(long, env = "WARDEN_LOGIN_LOCKOUT", default_value = "15m", value_parser = parse_lockout)]
+    /// How long a lockout lasts; at least 1s.
+    #[arg(long, env = "WARDEN_LOGIN_LOCKOUT", default_value = "15m", value_parser = parse_duration_setting)]
     pub login_lockout: Duration,
+    /// `true`: the first account to register becomes an approved admin.
+    /// `false`: it waits for approval like every other, and admins come from
+    /// `warden create-admin`.
+    #[arg(long, env = "WARDEN_FIRST_USER_ADMIN", default_value_t = true,
+          action = clap::ArgAction::Set, value_parser = value_parser!(bool))]
+    pub first_user_admin: bool,
     #[command(flatten)]
     pub log: LogArgs,
     #[command(flatten)]
@@ -215,19 +253,20 @@ pub struct ServeArgs {
     pub encryption: KeyEncryptionArgs,
     /// Open gRPC connections at most; more wait to be accepted.
     #[arg(long, env = "WARDEN_MAX_CONNECTIONS", default_value_t = 1024,
-          value_parser = value_parser!(u32).range(1..=65_536))]
+          value_parser = value_parser!(u32).range(1..))]
     pub max_connections: u32,
-    /// After SIGTERM, how long calls in flight may take to finish; 0s to 10m.
+    /// After SIGTERM, how long calls in flight may take to finish; 0s or
+    /// more.
     #[arg(long, env = "WARDEN_DRAIN_TIMEOUT", default_value = "30s", value_parser = parse_drain_timeout)]
     pub drain_timeout: Duration,
-    /// How long one RPC may take before it is cancelled; 100ms to 10m.
+    /// How long one RPC may take before it is cancelled; at least 100ms.
     #[arg(long, env = "WARDEN_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_request_timeout)]
     pub request_timeout: Duration,
     /// How often signing keys are reloaded from the database (a key rotated
     /// anywhere signs here, and is published here, within this time); it
     /// also sets how long a replaced key is kept. The same on every
-    /// replica; 1s to 1h.
-    #[arg(long, env = "WARDEN_KEY_RELOAD_INTERVAL", default_value = "30s", value_parser = parse_key_reload_interval)]
+    /// replica; at least 1s.
+    #[arg(long, env = "WARDEN_KEY_RELOAD_INTERVAL", default_value = "30s", value_parser = parse_duration_setting)]
     pub key_reload_interval: Duration,
     /// Comma-separated CIDRs whose `x-forwarded-for` is believed.
     #[arg(long, env = "WARDEN_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_cidr)]
@@ -259,10 +298,12 @@ impl ServeArgs {
             audience: self.audience,
             access_token_ttl: self.access_token_ttl,
             refresh_token_ttl: self.refresh_token_ttl,
+            session_max_lifetime: self.session_max_lifetime,
             hashing: self.password.cost()?,
             password_min_length: self.password.password_min_length as usize,
             login_failure_limit: self.login_failure_limit,
             login_lockout: self.login_lockout,
+            first_user_admin: self.first_user_admin,
             tls: self.tls.files()?,
             key_encryption_key: self.encryption.key_encryption_key,
             cors_origins: self.cors_origins,
@@ -331,10 +372,12 @@ pub struct Config {
     pub audience: String,
     pub access_token_ttl: Duration,
     pub refresh_token_ttl: Duration,
+    pub session_max_lifetime: Duration,
     pub hashing: HashingCost,
     pub password_min_length: usize,
     pub login_failure_limit: u32,
     pub login_lockout: Duration,
+    pub first_user_admin: bool,
     pub tls: Option<TlsFiles>,
     pub key_encryption_key: Option<KeyEncryptionKey>,
     pub cors_origins: Vec<String>,
@@ -442,47 +485,70 @@ fn parse_cidr(s: &str) -> Result<IpNet, String> {
         .map_err(|_| format!("`{s}` is not a CIDR such as 10.0.0.0/8"))
 }
 
-fn duration_within(s: &str, min: Duration, max: Duration) -> Result<Duration, String> {
+/// The last second a `google.protobuf.Timestamp` (and RFC 3339) can name,
+/// 9999-12-31T23:59:59Z, in Unix seconds. Every duration setting becomes
+/// some timestamp on the wire (`expires_at`, `refresh_expires_at`, a
+/// token's `exp`, a lockout's end) or a deadline, so one that ends after it
+/// cannot be represented.
+const LAST_TIMESTAMP_SECONDS: i64 = 253_402_300_799;
+
+/// A duration setting: humantime, at least `min`, and representable: it
+/// fits chrono's `TimeDelta`, and counted from now it ends by
+/// `LAST_TIMESTAMP_SECONDS`, so that adding it to a time at run time can
+/// neither panic nor make a timestamp clients reject.
+fn duration_at_least(s: &str, min: Duration) -> Result<Duration, String> {
     let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
-    if d < min || d > max {
+    if d < min {
         return Err(format!(
-            "must be between {} and {}",
-            humantime::format_duration(min),
-            humantime::format_duration(max)
+            "must be at least {}",
+            humantime::format_duration(min)
         ));
+    }
+    let ends_in_range = TimeDelta::from_std(d)
+        .ok()
+        .and_then(|span| Utc::now().checked_add_signed(span))
+        .is_some_and(|end| end.timestamp() <= LAST_TIMESTAMP_SECONDS);
+    if !ends_in_range {
+        return Err(
+            "is too long to represent: counted from now it ends after 9999-12-31, \
+             the last day a timestamp can name"
+                .into(),
+        );
     }
     Ok(d)
 }
 
-const SECOND: Duration = Duration::from_secs(1);
-const DAY: Duration = Duration::from_secs(86_400);
-
-fn parse_access_ttl(s: &str) -> Result<Duration, String> {
-    duration_within(s, SECOND, DAY)
+/// Durations are at least 1 s (API.md, "Settings").
+fn parse_duration_setting(s: &str) -> Result<Duration, String> {
+    duration_at_least(s, Duration::from_secs(1))
 }
 
-fn parse_refresh_ttl(s: &str) -> Result<Duration, String> {
-    duration_within(s, Duration::from_secs(60), DAY * 400)
-}
-
-fn parse_lockout(s: &str) -> Result<Duration, String> {
-    duration_within(s, SECOND, DAY)
-}
-
+/// 0s has always been accepted: a stop that does not wait.
 fn parse_drain_timeout(s: &str) -> Result<Duration, String> {
-    duration_within(s, Duration::ZERO, Duration::from_secs(600))
+    duration_at_least(s, Duration::ZERO)
 }
 
+/// 100ms has always been accepted.
 fn parse_request_timeout(s: &str) -> Result<Duration, String> {
-    duration_within(s, Duration::from_millis(100), Duration::from_secs(600))
+    duration_at_least(s, Duration::from_millis(100))
 }
 
+/// SQLite's busy timeout and PostgreSQL's `statement_timeout` and
+/// `idle_in_transaction_session_timeout` are C ints of milliseconds: sqlx
+/// panics on a longer busy timeout, and PostgreSQL refuses the connection.
+const DATABASE_TIMEOUT_MAX: Duration = Duration::from_millis(i32::MAX as u64);
+
+/// 100ms has always been accepted; the database cannot hold more than
+/// `DATABASE_TIMEOUT_MAX`.
 fn parse_database_timeout(s: &str) -> Result<Duration, String> {
-    duration_within(s, Duration::from_millis(100), Duration::from_secs(60))
-}
-
-fn parse_key_reload_interval(s: &str) -> Result<Duration, String> {
-    duration_within(s, SECOND, Duration::from_secs(3600))
+    let d = duration_at_least(s, Duration::from_millis(100))?;
+    if d > DATABASE_TIMEOUT_MAX {
+        return Err(format!(
+            "must be at most {} (2^31 - 1 ms, the longest wait the databases can hold)",
+            humantime::format_duration(DATABASE_TIMEOUT_MAX)
+        ));
+    }
+    Ok(d)
 }
 
 #[cfg(test)]
@@ -501,6 +567,8 @@ mod tests {
         );
         assert_eq!(c.access_token_ttl, Duration::from_secs(15 * 60));
         assert_eq!(c.refresh_token_ttl, Duration::from_secs(30 * 86_400));
+        assert_eq!(c.session_max_lifetime, Duration::from_secs(90 * 86_400));
+        assert!(c.first_user_admin);
         assert_eq!(c.hashing, HashingCost::default());
         assert_eq!(c.password_min_length, 15);
         assert_eq!(c.login_failure_limit, 5);
@@ -516,28 +584,258 @@ mod tests {
         );
     }
 
-    #[test]
-    fn database_timeout_and_key_reload_interval_are_bounded_settings() {
-        let Command::Serve(args) =
-            serve(&["--database-timeout", "750ms", "--key-reload-interval", "2s"])
-                .unwrap()
-                .command
-        else {
+    /// The settings `serve` would run with, or the usage error (exit
+    /// code 2) it stops with; a cross-setting error as its message.
+    fn serve_config(args: &[&str]) -> Result<Config, String> {
+        let cli = serve(args).map_err(|e| {
+            assert_eq!(e.exit_code(), 2, "{e}");
+            e.to_string()
+        })?;
+        let Command::Serve(args) = cli.command else {
             panic!("not serve");
         };
-        let config = args.into_config().unwrap();
-        assert_eq!(config.database_timeout, Duration::from_millis(750));
-        assert_eq!(config.key_reload_interval, Duration::from_secs(2));
-        for (flag, value) in [
-            ("--database-timeout", "0s"),
-            ("--database-timeout", "2m"),
-            ("--key-reload-interval", "500ms"),
-            ("--key-reload-interval", "2h"),
-        ] {
-            let err = serve(&[flag, value]).unwrap_err();
-            assert_eq!(err.exit_code(), 2);
-            assert!(err.to_string().contains(&flag[2..]), "{err}");
+        args.into_config()
+    }
+
+    #[track_caller]
+    fn assert_refused(args: &[&str], naming: &str) {
+        let err = serve_config(args).expect_err("refused");
+        assert!(err.contains(naming), "{args:?}: {err}");
+    }
+
+    const DURATION_FLAGS: [&str; 5] = [
+        "--access-token-ttl",
+        "--refresh-token-ttl",
+        "--session-max-lifetime",
+        "--login-lockout",
+        "--key-reload-interval",
+    ];
+
+    #[test]
+    fn durations_are_accepted_from_one_second_with_no_upper_bound() {
+        let c = serve_config(&[
+            "--access-token-ttl",
+            "1s",
+            "--refresh-token-ttl",
+            "1s",
+            "--session-max-lifetime",
+            "1s",
+            "--login-lockout",
+            "1s",
+            "--key-reload-interval",
+            "1s",
+        ])
+        .unwrap();
+        let one = Duration::from_secs(1);
+        assert_eq!(
+            (
+                c.access_token_ttl,
+                c.refresh_token_ttl,
+                c.session_max_lifetime
+            ),
+            (one, one, one)
+        );
+        assert_eq!((c.login_lockout, c.key_reload_interval), (one, one));
+        let long = Duration::from_secs(1000 * 31_557_600);
+        let c = serve_config(&[
+            "--access-token-ttl",
+            "1000y",
+            "--refresh-token-ttl",
+            "1000y",
+            "--session-max-lifetime",
+            "1000y",
+            "--login-lockout",
+            "1000y",
+            "--key-reload-interval",
+            "1000y",
+            "--drain-timeout",
+            "1000y",
+            "--request-timeout",
+            "1000y",
+        ])
+        .unwrap();
+        assert_eq!(
+            (
+                c.access_token_ttl,
+                c.refresh_token_ttl,
+                c.session_max_lifetime
+            ),
+            (long, long, long)
+        );
+        assert_eq!((c.login_lockout, c.key_reload_interval), (long, long));
+        assert_eq!((c.drain_timeout, c.request_timeout), (long, long));
+    }
+
+    #[test]
+    fn a_two_second_refresh_ttl_is_accepted_above_a_shorter_access_ttl() {
+        let c = serve_config(&["--refresh-token-ttl", "2s", "--access-token-ttl", "2s"]).unwrap();
+        assert_eq!(c.refresh_token_ttl, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn durations_under_one_second_are_refused_naming_the_setting() {
+        for flag in DURATION_FLAGS {
+            for value in ["0s", "999ms"] {
+                assert_refused(&[flag, value], &flag[2..]);
+            }
         }
+    }
+
+    #[test]
+    fn the_timeouts_keep_the_wider_minimums_they_always_had() {
+        let c = serve_config(&[
+            "--drain-timeout",
+            "0s",
+            "--request-timeout",
+            "100ms",
+            "--database-timeout",
+            "100ms",
+        ])
+        .unwrap();
+        assert_eq!(c.drain_timeout, Duration::ZERO);
+        assert_eq!(c.request_timeout, Duration::from_millis(100));
+        assert_eq!(c.database_timeout, Duration::from_millis(100));
+        assert_refused(&["--request-timeout", "99ms"], "request-timeout");
+        assert_refused(&["--database-timeout", "99ms"], "database-timeout");
+    }
+
+    #[test]
+    fn a_duration_that_no_timestamp_can_name_is_refused_not_a_panic_later() {
+        let flags = DURATION_FLAGS
+            .iter()
+            .chain(&["--drain-timeout", "--request-timeout"]);
+        for flag in flags {
+            // Past year 9999; past chrono's range; past TimeDelta's. Refused
+            // as a value, not by the cross-setting check.
+            for value in ["8000y", "300000y", "400000000y"] {
+                let err = serve_config(&[flag, value]).expect_err("refused");
+                assert!(err.contains(&flag[2..]), "{flag} {value}: {err}");
+                assert!(
+                    err.contains("too long to represent"),
+                    "{flag} {value}: {err}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_database_timeout_ends_where_the_databases_can_hold_it() {
+        let c = serve_config(&["--database-timeout", "24d"]).unwrap();
+        assert_eq!(c.database_timeout, Duration::from_secs(24 * 86_400));
+        let c = serve_config(&["--database-timeout", "2147483647ms"]).unwrap();
+        assert_eq!(c.database_timeout, DATABASE_TIMEOUT_MAX);
+        assert_refused(&["--database-timeout", "2147483648ms"], "database-timeout");
+        assert_refused(&["--database-timeout", "25d"], "database-timeout");
+    }
+
+    #[test]
+    fn the_failure_limit_runs_from_one_to_a_million() {
+        for ok in [1, 100_000, 1_000_000] {
+            let c = serve_config(&["--login-failure-limit", &ok.to_string()]).unwrap();
+            assert_eq!(c.login_failure_limit, ok);
+        }
+        for bad in ["0", "1000001"] {
+            assert_refused(&["--login-failure-limit", bad], "login-failure-limit");
+        }
+    }
+
+    #[test]
+    fn the_password_minimum_runs_from_8_to_64() {
+        for ok in [8, 64] {
+            let c = serve_config(&["--password-min-length", &ok.to_string()]).unwrap();
+            assert_eq!(c.password_min_length, ok);
+        }
+        for bad in ["7", "65"] {
+            assert_refused(&["--password-min-length", bad], "password-min-length");
+        }
+    }
+
+    #[test]
+    fn counts_have_no_upper_bound_but_what_can_be_represented() {
+        let c = serve_config(&["--max-connections", "4294967295"]).unwrap();
+        assert_eq!(c.max_connections, 4_294_967_295);
+        assert_refused(&["--max-connections", "0"], "max-connections");
+        assert_refused(&["--max-connections", "4294967296"], "max-connections");
+        let c = serve_config(&[
+            "--argon2-iterations",
+            "1000",
+            "--argon2-parallelism",
+            "64",
+            "--argon2-memory-kib",
+            "8388608",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.hashing,
+            HashingCost {
+                memory_kib: 8_388_608,
+                iterations: 1000,
+                parallelism: 64
+            }
+        );
+        assert_refused(&["--argon2-iterations", "0"], "argon2-iterations");
+        assert_refused(&["--argon2-parallelism", "0"], "argon2-parallelism");
+        assert_refused(&["--argon2-memory-kib", "7"], "argon2-memory-kib");
+    }
+
+    #[test]
+    fn argon2_parameters_argon2_refuses_are_refused_at_start_naming_them() {
+        // 8 KiB per lane.
+        assert_refused(
+            &["--argon2-parallelism", "2", "--argon2-memory-kib", "15"],
+            "argon2-memory-kib",
+        );
+        // argon2 takes at most 2^24 - 1 lanes; 8 × lanes must not overflow.
+        let c = serve_config(&[
+            "--argon2-parallelism",
+            "16777215",
+            "--argon2-memory-kib",
+            "134217720",
+        ])
+        .unwrap();
+        assert_eq!(c.hashing.parallelism, 16_777_215);
+        assert_refused(
+            &[
+                "--argon2-parallelism",
+                "16777216",
+                "--argon2-memory-kib",
+                "4294967295",
+            ],
+            "argon2-parallelism",
+        );
+        assert_refused(
+            &[
+                "--argon2-parallelism",
+                "4294967295",
+                "--argon2-memory-kib",
+                "4294967295",
+            ],
+            "argon2-memory-kib",
+        );
+    }
+
+    #[test]
+    fn a_refresh_ttl_shorter_than_the_access_ttl_is_refused() {
+        assert_refused(
+            &["--refresh-token-ttl", "2s", "--access-token-ttl", "15m"],
+            "--refresh-token-ttl",
+        );
+    }
+
+    #[test]
+    fn first_user_admin_is_true_or_false() {
+        assert!(Config::default().first_user_admin);
+        assert!(
+            !serve_config(&["--first-user-admin", "false"])
+                .unwrap()
+                .first_user_admin
+        );
+        assert!(
+            serve_config(&["--first-user-admin", "true"])
+                .unwrap()
+                .first_user_admin
+        );
+        assert_refused(&["--first-user-admin", "maybe"], "first-user-admin");
     }
 
     fn serve(args: &[&str]) -> Result<Cli, clap::Error> {

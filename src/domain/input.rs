@@ -75,7 +75,8 @@ fn is_whatwg_email(s: &str) -> bool {
     local_ok && domain_ok
 }
 
-/// An optional human name: at most 100 characters, no control characters.
+/// An optional human name: at most 100 characters, no control characters,
+/// no bidi overrides or isolates.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct DisplayName(String);
 
@@ -94,7 +95,10 @@ impl DisplayName {
     }
 }
 
-/// A bounded, printable piece of text.
+/// A bounded, printable piece of text. Bidi overrides and isolates are
+/// refused like control characters: shown to an admin or in a session
+/// list, they reorder what follows them, so "Trojan Source" text (CVE-2021-42574)
+/// could make one name read as another.
 fn check_text(field: &'static str, raw: &str, max_chars: usize) -> Result<(), FieldViolation> {
     if raw.chars().count() > max_chars {
         return Err(FieldViolation::new(
@@ -108,7 +112,22 @@ fn check_text(field: &'static str, raw: &str, max_chars: usize) -> Result<(), Fi
             "must not contain control characters",
         ));
     }
+    if raw.chars().any(is_bidi_override_or_isolate) {
+        return Err(FieldViolation::new(
+            field,
+            "must not contain bidi overrides or isolates",
+        ));
+    }
     Ok(())
+}
+
+/// LRE, RLE, PDF, LRO, RLO (U+202A–U+202E) and LRI, RLI, FSI, PDI
+/// (U+2066–U+2069), the explicit formatting characters of Unicode's
+/// bidirectional algorithm (UAX #9) that API.md names. The marks (LRM, RLM)
+/// stay allowed: they change no order beyond their neighbours, and
+/// right-to-left names need them.
+fn is_bidi_override_or_isolate(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 /// A UUID given as text, for ids in requests.
@@ -244,6 +263,47 @@ mod tests {
         assert!(DisplayName::parse("display_name", &"é".repeat(101)).is_err());
         assert!(DisplayName::parse("display_name", "tab\there").is_err());
         assert!(DisplayName::parse("display_name", "bell\u{7}").is_err());
+    }
+
+    #[test]
+    fn a_display_name_refuses_bidi_overrides_and_isolates() {
+        for c in ('\u{202A}'..='\u{202E}').chain('\u{2066}'..='\u{2069}') {
+            let err = DisplayName::parse("display_name", &format!("admin{c}txt.exe")).unwrap_err();
+            assert_eq!(err.field, "display_name");
+            assert!(err.description.contains("bidi"), "{}", err.description);
+        }
+    }
+
+    #[test]
+    fn a_display_name_keeps_right_to_left_text_and_its_marks() {
+        // Hebrew, Arabic, the marks RLM and LRM, and the code points just
+        // outside the two refused ranges.
+        for ok in [
+            "שלום",
+            "مرحبا",
+            "Ada\u{200F} Lovelace",
+            "a\u{200E}b",
+            "\u{2029}",
+            "\u{202F}",
+            "\u{2065}",
+            "\u{206A}",
+        ] {
+            assert!(DisplayName::parse("display_name", ok).is_ok(), "{ok:?}");
+        }
+    }
+
+    #[test]
+    fn device_fields_refuse_bidi_overrides_and_isolates() {
+        let violations = Device::parse("id\u{202E}", "phone\u{2066}", "ios\u{2069}").unwrap_err();
+        let fields: Vec<_> = violations.iter().map(|v| v.field).collect();
+        assert_eq!(
+            fields,
+            [
+                "device.device_id",
+                "device.device_name",
+                "device.device_type"
+            ]
+        );
     }
 
     #[test]

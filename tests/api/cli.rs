@@ -7,7 +7,9 @@ use sea_orm::{ConnectionTrait, Database};
 use tokio::{io::AsyncWriteExt as _, process::Command};
 use warden::proto::v1::UserStatus;
 
-use crate::helpers::{PASSWORD, ServerProcess, TestDatabase, spawn_app, spawn_app_on, warden};
+use crate::helpers::{
+    CHEAP_HASHING_ENV, PASSWORD, ServerProcess, TestDatabase, spawn_app, spawn_app_on, warden,
+};
 
 struct Finished {
     code: i32,
@@ -267,4 +269,146 @@ async fn serve_logs_the_chosen_address_and_exits_0_on_sigterm() {
     assert_eq!(run(check, None).await.code, 0, "the server reports SERVING");
     let (code, _) = server.stop().await;
     assert_eq!(code, Some(0));
+}
+
+#[tokio::test]
+async fn serve_accepts_a_two_second_refresh_ttl_and_a_million_failure_limit() {
+    let db = TestDatabase::create().await;
+    let mut env = CHEAP_HASHING_ENV.to_vec();
+    env.extend([
+        ("WARDEN_ACCESS_TOKEN_TTL", "1s"),
+        ("WARDEN_REFRESH_TOKEN_TTL", "2s"),
+        ("WARDEN_LOGIN_FAILURE_LIMIT", "1000000"),
+    ]);
+    let server = ServerProcess::start(&db, &env).await;
+    let client = server.client().await;
+    client.register("ada@example.com", PASSWORD).await.unwrap();
+    let before = chrono::Utc::now().timestamp();
+    let login = client.login("ada@example.com", PASSWORD).await.unwrap();
+    let after = chrono::Utc::now().timestamp();
+    let tokens = login.tokens.unwrap();
+    // The settings are in force, not just accepted.
+    assert_eq!(tokens.expires_in, 1);
+    let refresh_ends = tokens.refresh_expires_at.unwrap().seconds;
+    assert!(
+        (before + 2..=after + 2).contains(&refresh_ends),
+        "refresh token ends at {refresh_ends}, 2 s after {before}..{after}"
+    );
+    let (code, _) = server.stop().await;
+    assert_eq!(code, Some(0));
+}
+
+/// `warden serve` with `env`: its exit code and standard error. The
+/// database it would reach is closed, so a setting that is not refused
+/// ends in exit code 1 (after at most a second) rather than a server.
+async fn serve_with(env: &[(&str, &str)]) -> Finished {
+    let mut command = warden();
+    command
+        .arg("serve")
+        .env("WARDEN_LISTEN", "127.0.0.1:0")
+        .env("WARDEN_HTTP_LISTEN", "127.0.0.1:0")
+        .env("WARDEN_DATABASE_URL", "postgres://127.0.0.1:1/none")
+        .env("WARDEN_DATABASE_TIMEOUT", "1s")
+        .envs(env.iter().copied());
+    run(command, None).await
+}
+
+#[tokio::test]
+async fn serve_refuses_settings_outside_the_contracts_ranges_with_exit_code_2() {
+    for (variable, value, named) in [
+        ("WARDEN_REFRESH_TOKEN_TTL", "0s", "refresh-token-ttl"),
+        ("WARDEN_SESSION_MAX_LIFETIME", "0s", "session-max-lifetime"),
+        (
+            "WARDEN_LOGIN_FAILURE_LIMIT",
+            "1000001",
+            "login-failure-limit",
+        ),
+        ("WARDEN_LOGIN_FAILURE_LIMIT", "0", "login-failure-limit"),
+        // Not representable: its end is past any timestamp.
+        ("WARDEN_ACCESS_TOKEN_TTL", "400000000y", "access-token-ttl"),
+        (
+            "WARDEN_SESSION_MAX_LIFETIME",
+            "8000y",
+            "session-max-lifetime",
+        ),
+        ("WARDEN_FIRST_USER_ADMIN", "yes", "first-user-admin"),
+    ] {
+        let done = serve_with(&[(variable, value)]).await;
+        assert_eq!(done.code, 2, "{variable}={value}: {}", done.stderr);
+        assert!(
+            done.stderr.contains(named),
+            "{variable}={value}: {}",
+            done.stderr
+        );
+        // Refused as a value, not by a check of several settings.
+        assert!(
+            done.stderr.contains("invalid value"),
+            "{variable}={value}: {}",
+            done.stderr
+        );
+        assert!(!done.stderr.contains("panicked"), "{}", done.stderr);
+    }
+}
+
+#[tokio::test]
+async fn serve_refuses_a_refresh_ttl_shorter_than_the_access_ttl_with_exit_code_2() {
+    let done = serve_with(&[("WARDEN_REFRESH_TOKEN_TTL", "2s")]).await;
+    assert_eq!(done.code, 2, "{}", done.stderr);
+    assert!(done.stderr.contains("refresh-token-ttl"), "{}", done.stderr);
+    assert!(done.stderr.contains("access-token-ttl"), "{}", done.stderr);
+}
+
+/// Whether the log lines hold the start-up warning that the first account
+/// to register becomes an admin.
+fn warns_of_the_first_admin(logs: &[String]) -> bool {
+    logs.iter().any(|line| {
+        let event: serde_json::Value = serde_json::from_str(line).expect("JSON log line");
+        event["level"] == "WARN"
+            && event["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("first account") && m.contains("create-admin"))
+    })
+}
+
+/// A server on every interface with `env`, stopped again: its log lines.
+async fn logs_of_serve(db: &TestDatabase, listen: &str, env: &[(&str, &str)]) -> Vec<String> {
+    let mut all = CHEAP_HASHING_ENV.to_vec();
+    all.push(("WARDEN_LISTEN", listen));
+    all.extend(env);
+    let server = ServerProcess::start(db, &all).await;
+    let (code, logs) = server.stop().await;
+    assert_eq!(code, Some(0));
+    logs
+}
+
+#[tokio::test]
+async fn serve_beyond_loopback_on_an_empty_database_warns_that_the_first_account_becomes_admin() {
+    let db = TestDatabase::create().await;
+    let logs = logs_of_serve(&db, "0.0.0.0:0", &[]).await;
+    assert!(warns_of_the_first_admin(&logs), "{logs:#?}");
+}
+
+#[tokio::test]
+async fn no_first_admin_warning_on_loopback_when_turned_off_or_once_an_account_exists() {
+    let db = TestDatabase::create().await;
+    let logs = logs_of_serve(&db, "127.0.0.1:0", &[]).await;
+    assert!(!warns_of_the_first_admin(&logs), "loopback: {logs:#?}");
+    let logs = logs_of_serve(&db, "0.0.0.0:0", &[("WARDEN_FIRST_USER_ADMIN", "false")]).await;
+    assert!(!warns_of_the_first_admin(&logs), "turned off: {logs:#?}");
+
+    let mut all = CHEAP_HASHING_ENV.to_vec();
+    all.push(("WARDEN_LISTEN", "127.0.0.1:0"));
+    let server = ServerProcess::start(&db, &all).await;
+    server
+        .client()
+        .await
+        .register("ada@example.com", PASSWORD)
+        .await
+        .unwrap();
+    server.stop().await;
+    let logs = logs_of_serve(&db, "0.0.0.0:0", &[]).await;
+    assert!(
+        !warns_of_the_first_admin(&logs),
+        "an account exists: {logs:#?}"
+    );
 }

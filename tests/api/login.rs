@@ -253,3 +253,23 @@ async fn an_account_approved_later_can_log_in() {
     set_status(&app, &user.id, user::Status::Approved).await;
     assert!(app.login("later@example.com", PASSWORD).await.is_ok());
 }
+
+#[tokio::test]
+async fn device_fields_refuse_bidi_overrides_and_isolates() {
+    let app = spawn_app().await;
+    app.register(ADMIN_EMAIL, PASSWORD).await.unwrap();
+    let status = app
+        .auth
+        .clone()
+        .login(pb::LoginRequest {
+            email: ADMIN_EMAIL.into(),
+            password: PASSWORD.into(),
+            device: Some(pb::DeviceInfo {
+                device_id: "id".into(),
+                device_name: "phone\u{202E}".into(),
+                device_type: "ios".into(),
+            }),
+        })
+        .await;
+    assert_bad_field(status, "INVALID_ARGUMENT", "device.device_name");
+}

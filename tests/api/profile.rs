@@ -212,3 +212,26 @@ async fn profile_fields_follow_the_input_rules() {
         "display_name",
     );
 }
+
+#[tokio::test]
+async fn update_me_refuses_display_names_with_bidi_overrides_or_isolates() {
+    let (app, tokens) = admin_with_sessions(1).await;
+    for c in crate::register::BIDI_CONTROLS {
+        let name = format!("Ada{c}nimda");
+        assert_bad_field(
+            app.update_me(&tokens[0], change(Some(&name), None, ""))
+                .await,
+            "INVALID_ARGUMENT",
+            "display_name",
+        );
+    }
+    let me = app
+        .get_me(Some(&format!("Bearer {}", tokens[0])))
+        .await
+        .unwrap();
+    assert!(
+        !me.display_name
+            .chars()
+            .any(|c| crate::register::BIDI_CONTROLS.contains(&c))
+    );
+}

@@ -228,3 +228,38 @@ async fn a_failed_registration_leaves_no_account() {
     let user = app.register(ADMIN_EMAIL, PASSWORD).await.unwrap();
     assert!(user.is_admin);
 }
+
+#[tokio::test]
+async fn without_first_user_admin_the_first_account_is_pending_and_not_admin() {
+    let app = spawn_app_with(|c| c.first_user_admin = false).await;
+    let first = app.register(ADMIN_EMAIL, PASSWORD).await.unwrap();
+    assert_eq!(first.status(), UserStatus::Pending);
+    assert!(!first.is_admin);
+    assert!(first.approved_at.is_none());
+    assert_error(
+        app.login(ADMIN_EMAIL, PASSWORD).await,
+        Code::PermissionDenied,
+        "ACCOUNT_PENDING",
+    );
+}
+
+/// Right-to-left overrides and isolates, which make text read as other
+/// text (CVE-2021-42574, "Trojan Source").
+pub const BIDI_CONTROLS: [char; 9] = [
+    '\u{202A}', '\u{202B}', '\u{202C}', '\u{202D}', '\u{202E}', '\u{2066}', '\u{2067}', '\u{2068}',
+    '\u{2069}',
+];
+
+#[tokio::test]
+async fn display_names_refuse_bidi_overrides_and_isolates() {
+    let app = spawn_app().await;
+    for c in BIDI_CONTROLS {
+        assert_bad_field(
+            register_named(&app, format!("Ada{c}nimda")).await,
+            "INVALID_ARGUMENT",
+            "display_name",
+        );
+    }
+    // Right-to-left text itself, with its marks, is a name like any other.
+    assert!(register_named(&app, "שלום\u{200F}".into()).await.is_ok());
+}

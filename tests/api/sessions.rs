@@ -419,3 +419,115 @@ async fn concurrent_bearer_calls_each_get_their_own_account() {
         );
     }
 }
+
+/// The `ip_address` ListSessions shows for a login whose request carried
+/// these `x-forwarded-for` fields, on a server trusting `trusted`.
+async fn recorded_address(trusted: &[&str], forwarded: &[&str]) -> String {
+    let trusted: Vec<ipnet::IpNet> = trusted.iter().map(|n| n.parse().unwrap()).collect();
+    let app = spawn_app_with(|c| c.trusted_proxies = trusted).await;
+    app.register(ADMIN_EMAIL, PASSWORD).await.unwrap();
+    let mut request = tonic::Request::new(pb::LoginRequest {
+        email: ADMIN_EMAIL.into(),
+        password: PASSWORD.into(),
+        device: None,
+    });
+    for value in forwarded {
+        request
+            .metadata_mut()
+            .append("x-forwarded-for", value.parse().unwrap());
+    }
+    let login = app.auth.clone().login(request).await.unwrap().into_inner();
+    let access = login.tokens.unwrap().access_token;
+    let sessions = app.list_sessions(&access, false).await.unwrap();
+    let session = sessions.iter().find(|s| s.id == login.session_id).unwrap();
+    session.ip_address.clone()
+}
+
+/// The test client's peer address.
+const PEER: &str = "127.0.0.1/32";
+
+#[tokio::test]
+async fn a_trusted_proxys_hop_is_the_client_and_addresses_put_in_front_never_count() {
+    assert_eq!(
+        recorded_address(&[PEER], &["1.1.1.1, 203.0.113.8"]).await,
+        "203.0.113.8"
+    );
+}
+
+#[tokio::test]
+async fn trusted_hops_are_skipped_from_the_right() {
+    assert_eq!(
+        recorded_address(&[PEER], &["203.0.113.8, 127.0.0.1"]).await,
+        "203.0.113.8"
+    );
+}
+
+#[tokio::test]
+async fn when_every_hop_is_trusted_the_leftmost_is_the_client() {
+    assert_eq!(
+        recorded_address(&[PEER, "10.0.0.0/8"], &["10.0.0.7, 10.0.0.8, 127.0.0.1"]).await,
+        "10.0.0.7"
+    );
+}
+
+#[tokio::test]
+async fn a_hop_that_is_not_an_address_before_the_client_means_the_peer() {
+    assert_eq!(
+        recorded_address(&[PEER], &["203.0.113.7, garbage"]).await,
+        "127.0.0.1"
+    );
+}
+
+#[tokio::test]
+async fn an_untrusted_peers_forwarded_header_is_ignored() {
+    assert_eq!(
+        recorded_address(&["10.0.0.0/8"], &["203.0.113.8"]).await,
+        "127.0.0.1"
+    );
+}
+
+#[tokio::test]
+async fn several_forwarded_headers_count_as_one_list_in_order() {
+    assert_eq!(
+        recorded_address(&[PEER], &["1.1.1.1", "203.0.113.8", "127.0.0.1"]).await,
+        "203.0.113.8"
+    );
+}
+
+#[tokio::test]
+async fn a_session_refreshed_without_pause_still_ends_at_its_maximum_lifetime() {
+    let app = spawn_app_with(|c| c.session_max_lifetime = Duration::from_secs(4)).await;
+    app.register(ADMIN_EMAIL, PASSWORD).await.unwrap();
+    let (mut access, mut refresh, session_id) = login(&app).await;
+    let created = app.list_sessions(&access, false).await.unwrap()[0]
+        .created_at
+        .unwrap();
+    let limit = (created.seconds + 4, created.nanos);
+    let step = Duration::from_millis(500);
+    let mut refreshed = 0;
+    loop {
+        let listed = app.list_sessions(&access, false).await.unwrap();
+        let session = listed.iter().find(|s| s.id == session_id).unwrap();
+        let expires = session.expires_at.unwrap();
+        assert!(
+            (expires.seconds, expires.nanos) <= limit,
+            "expires_at {expires:?} is past created_at {created:?} + 4 s"
+        );
+        app.clock.advance(step);
+        match app.refresh(&refresh).await {
+            Ok(pair) => {
+                let until = pair.refresh_expires_at.unwrap();
+                assert!((until.seconds, until.nanos) <= limit, "{until:?}");
+                (access, refresh) = (pair.access_token, pair.refresh_token);
+                refreshed += 1;
+            }
+            Err(status) => {
+                assert_error::<()>(Err(status), Code::Unauthenticated, "REFRESH_TOKEN_INVALID");
+                break;
+            }
+        }
+        assert!(refreshed < 100, "still refreshing after 50 s");
+    }
+    // Refreshed at 0.5 s … 3.5 s; refused at 4 s.
+    assert_eq!(refreshed, 7);
+}
