@@ -743,21 +743,6 @@ pub fn describe(status: &Status) -> String {
     format!("{reason} ({:?}): {}", status.code(), status.message())
 }
 
-/// When something a test needs is missing: skipped with the reason
-/// printed, or, in CI (see `in_ci`), failed.
-pub fn skip_or_fail(reason: &str) {
-    if in_ci() {
-        panic!("in CI and {reason}");
-    }
-    eprintln!("skipped: {reason}");
-}
-
-/// CI set to anything but empty, `false` or `0` (CI services say `true`,
-/// `1` or `yes`).
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !matches!(v.trim(), "" | "false" | "0"))
-}
-
 /// The single integer `sql` selects.
 pub async fn count(db: &impl sea_orm::ConnectionTrait, sql: &str) -> i64 {
     let row = db
