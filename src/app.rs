@@ -17,6 +17,7 @@ use sea_orm::DatabaseConnection;
 use tokio::{
     net::TcpListener,
     sync::{Notify, watch},
+    task::JoinHandle,
 };
 use tonic::{
     service::interceptor::InterceptedService,
@@ -211,7 +212,8 @@ impl Application {
     }
 
     /// Serves until `shutdown` resolves; then reports NOT_SERVING, stops
-    /// accepting, and lets calls in flight finish.
+    /// accepting, and lets calls in flight finish (for at most the drain
+    /// timeout); then stops the background loops and closes the database.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -233,15 +235,18 @@ impl Application {
             .await;
 
         let (stop_tx, stop_rx) = watch::channel(false);
-        let watcher = tokio::spawn(watch_database(
-            state.clone(),
-            reporter.clone(),
-            stop_rx.clone(),
-        ));
-        let pruner = tokio::spawn(prune_periodically(state.clone(), stop_rx.clone()));
-        let key_reloader = tokio::spawn(reload_keys_periodically(state.clone(), stop_rx.clone()));
+        let background = [
+            tokio::spawn(watch_database(
+                state.clone(),
+                reporter.clone(),
+                stop_rx.clone(),
+            )),
+            tokio::spawn(prune_periodically(state.clone(), stop_rx.clone())),
+            tokio::spawn(reload_keys_periodically(state.clone(), stop_rx.clone())),
+        ];
         tokio::spawn({
             let state = state.clone();
+            let stop_tx = stop_tx.clone();
             async move {
                 shutdown.await;
                 tracing::info!("shutting down: draining calls in flight");
@@ -309,23 +314,77 @@ impl Application {
             results = servers => Some(results),
             () = drain_limit => None,
         };
-        watcher.abort();
-        pruner.abort();
-        key_reloader.abort();
-        match outcome {
-            Some((grpc_result, http_result)) => {
-                grpc_result.context("gRPC server")?;
-                http_result.context("HTTP side port")?;
-            }
+        if outcome.is_none() {
             // Calls still open are cut off: a deploy must not hang on a
             // client that never hangs up.
-            None => tracing::warn!(
+            tracing::warn!(
                 drain_timeout = %humantime::format_duration(drain_timeout),
                 "calls still in flight after the drain timeout; stopping anyway"
-            ),
+            );
+        }
+        // Also when a server failed and no signal came.
+        let _ = stop_tx.send(true);
+        let limit = state.database_timeout * 2;
+        finish_background(background, limit).await;
+        close_database(&state.db, limit).await;
+        if let Some((grpc_result, http_result)) = outcome {
+            grpc_result.context("gRPC server")?;
+            http_result.context("HTTP side port")?;
         }
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Waits for the background loops, which stop between two rounds once told
+/// to: a prune or a key reload under way finishes rather than being cut off
+/// mid-transaction, and none of them touches the database once it is
+/// closed. Each round is a few statements, each bounded by the database
+/// timeout; one that still runs at `limit` is cancelled (its transaction
+/// rolls back).
+async fn finish_background(tasks: impl IntoIterator<Item = JoinHandle<()>>, limit: Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    for task in tasks {
+        let cancel = task.abort_handle();
+        match tokio::time::timeout_at(deadline, task).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "a background task failed"),
+            Err(_) => {
+                cancel.abort();
+                tracing::warn!(
+                    limit = %humantime::format_duration(limit),
+                    "a background task did not stop in time; cancelled"
+                );
+            }
+        }
+    }
+}
+
+/// Closes the pool once nothing needs it any more. On SQLite this is what
+/// folds the write-ahead log back into the database file and removes it,
+/// so that after a stop the file alone is the whole database; a process
+/// that exits with the pool open leaves recent writes in `-wal`, and a copy
+/// of the file without it is incomplete or corrupt. Waits for connections
+/// still checked out (calls cut off by the drain timeout) for at most
+/// `limit`.
+async fn close_database(db: &DatabaseConnection, limit: Duration) {
+    match tokio::time::timeout(limit, store::close(db)).await {
+        Ok(Ok(store::Closed::Plain)) => tracing::info!("database closed"),
+        Ok(Ok(store::Closed::LogFoldedIn)) => {
+            tracing::info!("database closed; its write-ahead log is folded into the file");
+        }
+        Ok(Ok(store::Closed::LogRemains { wal, reason })) => tracing::warn!(
+            wal = %wal.display(),
+            reason,
+            "database closed, but its write-ahead log remains: the database file alone is not \
+             a complete copy (use `warden backup`)"
+        ),
+        Ok(Err(e)) => tracing::warn!(error = %e, "closing the database failed"),
+        Err(_) => tracing::warn!(
+            limit = %humantime::format_duration(limit),
+            "the database did not close in time (connections still in use); \
+             its write-ahead log may remain"
+        ),
     }
 }
 
@@ -506,4 +565,44 @@ async fn tls_config(files: &TlsFiles) -> anyhow::Result<ServerTlsConfig> {
         tls = tls.client_ca_root(Certificate::from_pem(read(ca.clone()).await?));
     }
     Ok(tls)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+
+    /// A prune or key reload under way when the stop comes must end by
+    /// itself, not be cut off mid-transaction, before the database closes.
+    #[tokio::test]
+    async fn a_background_round_under_way_is_waited_for_not_cut_off() {
+        let finished = Arc::new(AtomicUsize::new(0));
+        let round = |finished: Arc<AtomicUsize>| {
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                finished.fetch_add(1, Ordering::SeqCst);
+            })
+        };
+        let tasks = [
+            round(finished.clone()),
+            round(finished.clone()),
+            round(finished.clone()),
+        ];
+        finish_background(tasks, Duration::from_secs(30)).await;
+        assert_eq!(finished.load(Ordering::SeqCst), 3);
+    }
+
+    /// One that hangs must not keep the process from stopping.
+    #[tokio::test]
+    async fn a_background_task_that_hangs_is_cancelled_at_the_limit() {
+        let hung = tokio::spawn(std::future::pending::<()>());
+        let probe = hung.abort_handle();
+        let started = tokio::time::Instant::now();
+        let tasks = [hung, tokio::spawn(async {}), tokio::spawn(async {})];
+        finish_background(tasks, Duration::from_millis(100)).await;
+        assert!(started.elapsed() < Duration::from_secs(10));
+        tokio::task::yield_now().await;
+        assert!(probe.is_finished(), "cancelled");
+    }
 }

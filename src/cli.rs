@@ -18,6 +18,8 @@ use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
+mod backup;
+
 use crate::{
     app::{self, Application},
     config::{
@@ -43,6 +45,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::DescriptorSet => descriptor_set(),
         Command::Healthcheck(args) => healthcheck(args).await,
         Command::Keys(KeysCommand::Rotate(args)) => rotate_keys(args).await,
+        Command::Backup(args) => backup::run(args).await,
     }
 }
 

@@ -5,6 +5,7 @@
 mod helpers;
 
 mod admin;
+mod backup;
 mod cli;
 mod ecosystem;
 mod health;
