@@ -5,6 +5,8 @@
 //! after it was accepted is dropped: gRPC and TLS clients speak first, and
 //! silent sockets must not hold the slots (slowloris).
 
+pub mod first_request;
+
 use std::{
     io,
     pin::Pin,
