@@ -217,6 +217,11 @@ pub struct ServeArgs {
     #[arg(long, env = "WARDEN_MAX_CONNECTIONS", default_value_t = 1024,
           value_parser = value_parser!(u32).range(1..=65_536))]
     pub max_connections: u32,
+    /// How long a new gRPC connection may take to finish its TLS
+    /// handshake and send its first complete request head before it is
+    /// closed; at least 1s.
+    #[arg(long, env = "WARDEN_HANDSHAKE_TIMEOUT", default_value = "5s", value_parser = parse_handshake_timeout)]
+    pub handshake_timeout: Duration,
     /// After SIGTERM, how long calls in flight may take to finish; 0s to 10m.
     #[arg(long, env = "WARDEN_DRAIN_TIMEOUT", default_value = "30s", value_parser = parse_drain_timeout)]
     pub drain_timeout: Duration,
@@ -268,6 +273,7 @@ impl ServeArgs {
             cors_origins: self.cors_origins,
             drain_timeout: self.drain_timeout,
             max_connections: self.max_connections as usize,
+            handshake_timeout: self.handshake_timeout,
             request_timeout: self.request_timeout,
             trusted_proxies: self.trusted_proxies,
         })
@@ -340,6 +346,7 @@ pub struct Config {
     pub cors_origins: Vec<String>,
     pub drain_timeout: Duration,
     pub max_connections: usize,
+    pub handshake_timeout: Duration,
     pub request_timeout: Duration,
     pub trusted_proxies: Vec<IpNet>,
 }
@@ -485,6 +492,15 @@ fn parse_key_reload_interval(s: &str) -> Result<Duration, String> {
     duration_within(s, SECOND, Duration::from_secs(3600))
 }
 
+/// At least 1 s (API.md), with no upper bound.
+fn parse_handshake_timeout(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d < SECOND {
+        return Err("must be at least 1s".into());
+    }
+    Ok(d)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -514,6 +530,23 @@ mod tests {
             (c.database_timeout, c.key_reload_interval),
             (Duration::from_secs(5), Duration::from_secs(30))
         );
+        assert_eq!(c.handshake_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn the_handshake_timeout_is_at_least_a_second_with_no_upper_bound() {
+        for (value, expected) in [("1s", 1), ("90s", 90), ("100years", 3_155_760_000)] {
+            let Command::Serve(args) = serve(&["--handshake-timeout", value]).unwrap().command
+            else {
+                panic!("not serve");
+            };
+            assert_eq!(args.handshake_timeout, Duration::from_secs(expected));
+        }
+        for value in ["999ms", "0s", "soon"] {
+            let err = serve(&["--handshake-timeout", value]).unwrap_err();
+            assert_eq!(err.exit_code(), 2);
+            assert!(err.to_string().contains("handshake-timeout"), "{err}");
+        }
     }
 
     #[test]

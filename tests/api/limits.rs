@@ -1,4 +1,5 @@
-//! Connection and time limits on the gRPC port.
+//! Connection and time limits on the gRPC port. The deadline for a
+//! connection's first request is tested in `connections`.
 
 use std::time::Duration;
 
@@ -15,7 +16,9 @@ use crate::helpers::{ADMIN_EMAIL, PASSWORD, assert_error, spawn_app_with};
 #[tokio::test]
 async fn connections_beyond_the_limit_wait_until_one_closes() {
     let app = spawn_app_with(|c| c.max_connections = 2).await;
-    // The test app's own client holds one connection; one more fills the cap.
+    // The test app's own client holds one connection; one more fills the cap
+    // (it has not sent a request, but the default handshake timeout, 5 s, is
+    // longer than this test holds it).
     let mut held = tokio::net::TcpStream::connect(app.addr).await.unwrap();
     tokio::io::AsyncWriteExt::write_all(&mut held, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
         .await

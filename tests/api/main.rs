@@ -6,6 +6,7 @@ mod helpers;
 
 mod admin;
 mod cli;
+mod connections;
 mod ecosystem;
 mod health;
 mod keys;
