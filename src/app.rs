@@ -32,7 +32,7 @@ use crate::{
     },
     grpc::{auth::AuthApi, bearer::BearerCheck, observe::ObserveLayer, user_admin::UserAdminApi},
     http,
-    limits::{self, ConnectionLimits},
+    limits::{self, ConnectionLimits, in_flight::InFlightLayer},
     metrics::Metrics,
     proto::{
         FILE_DESCRIPTOR_SET,
@@ -87,6 +87,7 @@ pub struct Application {
     http: TcpListener,
     tls: Option<TlsAcceptor>,
     grpc_limits: ConnectionLimits,
+    max_requests_in_flight: usize,
     request_timeout: Duration,
     drain_timeout: Duration,
 }
@@ -168,6 +169,7 @@ impl Application {
                 max_connections: config.max_connections,
                 handshake_timeout: config.handshake_timeout,
             },
+            max_requests_in_flight: config.max_requests_in_flight,
             request_timeout: config.request_timeout,
             drain_timeout: config.drain_timeout,
         })
@@ -202,6 +204,7 @@ impl Application {
             http,
             tls,
             grpc_limits,
+            max_requests_in_flight,
             request_timeout,
             drain_timeout,
         } = self;
@@ -245,8 +248,9 @@ impl Application {
         );
 
         // Outermost first: CORS answers browsers' preflights, grpc-web turns
-        // browser calls into gRPC, then every call is observed. TCP keepalive
-        // and TLS are set up by `limits::incoming`, not here.
+        // browser calls into gRPC, every call is observed (refusals too),
+        // then calls beyond the in-flight cap are refused. TCP keepalive and
+        // TLS are set up by `limits::incoming`, not here.
         let router = Server::builder()
             .accept_http1(true)
             .layer(tower::util::option_layer(cors))
@@ -255,6 +259,7 @@ impl Application {
                 state.metrics.clone(),
                 state.database_trouble.clone(),
             ))
+            .layer(InFlightLayer::new(max_requests_in_flight))
             .timeout(request_timeout)
             .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
             .http2_keepalive_interval(Some(Duration::from_secs(30)))

@@ -222,6 +222,11 @@ pub struct ServeArgs {
     /// closed; at least 1s.
     #[arg(long, env = "WARDEN_HANDSHAKE_TIMEOUT", default_value = "5s", value_parser = parse_handshake_timeout)]
     pub handshake_timeout: Duration,
+    /// gRPC calls in flight at most, across all connections; more are
+    /// answered OVERLOADED at once. Health checks have places of their own.
+    #[arg(long, env = "WARDEN_MAX_REQUESTS_IN_FLIGHT", default_value_t = 1024,
+          value_parser = value_parser!(u32).range(1..))]
+    pub max_requests_in_flight: u32,
     /// After SIGTERM, how long calls in flight may take to finish; 0s to 10m.
     #[arg(long, env = "WARDEN_DRAIN_TIMEOUT", default_value = "30s", value_parser = parse_drain_timeout)]
     pub drain_timeout: Duration,
@@ -274,6 +279,7 @@ impl ServeArgs {
             drain_timeout: self.drain_timeout,
             max_connections: self.max_connections as usize,
             handshake_timeout: self.handshake_timeout,
+            max_requests_in_flight: self.max_requests_in_flight as usize,
             request_timeout: self.request_timeout,
             trusted_proxies: self.trusted_proxies,
         })
@@ -347,6 +353,7 @@ pub struct Config {
     pub drain_timeout: Duration,
     pub max_connections: usize,
     pub handshake_timeout: Duration,
+    pub max_requests_in_flight: usize,
     pub request_timeout: Duration,
     pub trusted_proxies: Vec<IpNet>,
 }
@@ -530,7 +537,10 @@ mod tests {
             (c.database_timeout, c.key_reload_interval),
             (Duration::from_secs(5), Duration::from_secs(30))
         );
-        assert_eq!(c.handshake_timeout, Duration::from_secs(5));
+        assert_eq!(
+            (c.handshake_timeout, c.max_requests_in_flight),
+            (Duration::from_secs(5), 1024)
+        );
     }
 
     #[test]
@@ -547,6 +557,9 @@ mod tests {
             assert_eq!(err.exit_code(), 2);
             assert!(err.to_string().contains("handshake-timeout"), "{err}");
         }
+        let err = serve(&["--max-requests-in-flight", "0"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("max-requests-in-flight"), "{err}");
     }
 
     #[test]

@@ -9,8 +9,11 @@
 //! nothing, or a byte now and then, would hold every slot (slowloris).
 //! After that first request a connection lives on under HTTP/2 keepalive
 //! and TCP keepalive, which find dead peers.
+//!
+//! Calls: see [`in_flight`].
 
 pub mod first_request;
+pub mod in_flight;
 
 use std::{
     future::Future,
