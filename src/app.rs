@@ -87,6 +87,7 @@ pub struct Application {
     http: TcpListener,
     tls: Option<TlsAcceptor>,
     grpc_limits: ConnectionLimits,
+    http_limits: ConnectionLimits,
     max_requests_in_flight: usize,
     request_timeout: Duration,
     drain_timeout: Duration,
@@ -169,6 +170,10 @@ impl Application {
                 max_connections: config.max_connections,
                 handshake_timeout: config.handshake_timeout,
             },
+            http_limits: ConnectionLimits {
+                max_connections: config.http_max_connections,
+                handshake_timeout: config.handshake_timeout,
+            },
             max_requests_in_flight: config.max_requests_in_flight,
             request_timeout: config.request_timeout,
             drain_timeout: config.drain_timeout,
@@ -204,6 +209,7 @@ impl Application {
             http,
             tls,
             grpc_limits,
+            http_limits,
             max_requests_in_flight,
             request_timeout,
             drain_timeout,
@@ -283,10 +289,14 @@ impl Application {
                 stopped(stop_rx.clone()),
             )),
         };
-        let http_server = axum::serve(http, http::router(state.clone()))
-            .with_graceful_shutdown(stopped(stop_rx.clone()));
+        let http_server = http::serve(
+            http,
+            http::router(state.clone()),
+            http_limits,
+            stopped(stop_rx.clone()),
+        );
 
-        let servers = async { tokio::join!(grpc_server, http_server.into_future()) };
+        let servers = async { tokio::join!(grpc_server, http_server) };
         let drain_limit = async {
             stopped(stop_rx.clone()).await;
             tokio::time::sleep(drain_timeout).await;
@@ -299,9 +309,8 @@ impl Application {
         pruner.abort();
         key_reloader.abort();
         match outcome {
-            Some((grpc_result, http_result)) => {
+            Some((grpc_result, ())) => {
                 grpc_result.context("gRPC server")?;
-                http_result.context("HTTP side port")?;
             }
             // Calls still open are cut off: a deploy must not hang on a
             // client that never hangs up.

@@ -217,7 +217,7 @@ pub struct ServeArgs {
     #[arg(long, env = "WARDEN_MAX_CONNECTIONS", default_value_t = 1024,
           value_parser = value_parser!(u32).range(1..=65_536))]
     pub max_connections: u32,
-    /// How long a new gRPC connection may take to finish its TLS
+    /// How long a new connection (either port) may take to finish its TLS
     /// handshake and send its first complete request head before it is
     /// closed; at least 1s.
     #[arg(long, env = "WARDEN_HANDSHAKE_TIMEOUT", default_value = "5s", value_parser = parse_handshake_timeout)]
@@ -227,6 +227,11 @@ pub struct ServeArgs {
     #[arg(long, env = "WARDEN_MAX_REQUESTS_IN_FLIGHT", default_value_t = 1024,
           value_parser = value_parser!(u32).range(1..))]
     pub max_requests_in_flight: u32,
+    /// Open connections to the HTTP side port at most; more wait to be
+    /// accepted.
+    #[arg(long, env = "WARDEN_HTTP_MAX_CONNECTIONS", default_value_t = 256,
+          value_parser = value_parser!(u32).range(1..))]
+    pub http_max_connections: u32,
     /// After SIGTERM, how long calls in flight may take to finish; 0s to 10m.
     #[arg(long, env = "WARDEN_DRAIN_TIMEOUT", default_value = "30s", value_parser = parse_drain_timeout)]
     pub drain_timeout: Duration,
@@ -280,6 +285,7 @@ impl ServeArgs {
             max_connections: self.max_connections as usize,
             handshake_timeout: self.handshake_timeout,
             max_requests_in_flight: self.max_requests_in_flight as usize,
+            http_max_connections: self.http_max_connections as usize,
             request_timeout: self.request_timeout,
             trusted_proxies: self.trusted_proxies,
         })
@@ -354,6 +360,7 @@ pub struct Config {
     pub max_connections: usize,
     pub handshake_timeout: Duration,
     pub max_requests_in_flight: usize,
+    pub http_max_connections: usize,
     pub request_timeout: Duration,
     pub trusted_proxies: Vec<IpNet>,
 }
@@ -538,8 +545,12 @@ mod tests {
             (Duration::from_secs(5), Duration::from_secs(30))
         );
         assert_eq!(
-            (c.handshake_timeout, c.max_requests_in_flight),
-            (Duration::from_secs(5), 1024)
+            (
+                c.handshake_timeout,
+                c.max_requests_in_flight,
+                c.http_max_connections
+            ),
+            (Duration::from_secs(5), 1024, 256)
         );
     }
 
@@ -557,9 +568,11 @@ mod tests {
             assert_eq!(err.exit_code(), 2);
             assert!(err.to_string().contains("handshake-timeout"), "{err}");
         }
-        let err = serve(&["--max-requests-in-flight", "0"]).unwrap_err();
-        assert_eq!(err.exit_code(), 2);
-        assert!(err.to_string().contains("max-requests-in-flight"), "{err}");
+        for flag in ["--max-requests-in-flight", "--http-max-connections"] {
+            let err = serve(&[flag, "0"]).unwrap_err();
+            assert_eq!(err.exit_code(), 2);
+            assert!(err.to_string().contains(&flag[2..]), "{err}");
+        }
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Limits on what a replica takes on, so that floods and slow clients cannot
 //! exhaust its memory, file descriptors or connection slots.
 //!
-//! Connections: each accepted connection holds a permit until
+//! Connections (both ports): each accepted connection holds a permit until
 //! it closes, and none is accepted while no permit is free (the kernel's
 //! backlog holds the rest). A connection must have finished its TLS
 //! handshake and sent its first complete request head within the handshake

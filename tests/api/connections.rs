@@ -1,4 +1,4 @@
-//! Connection deadlines on the gRPC port (API.md, Details:
+//! Connection deadlines and caps on both ports (API.md, Details:
 //! Connections): sockets that do not finish their TLS handshake and send a
 //! first complete request head within `WARDEN_HANDSHAKE_TIMEOUT` are
 //! closed, so that they cannot hold the slots that real clients need.
@@ -28,7 +28,8 @@ use warden::{
 };
 
 use crate::helpers::{
-    ADMIN_EMAIL, PASSWORD, TestDatabase, channel, cheap_hashing, spawn_app_with, with_bearer,
+    ADMIN_EMAIL, PASSWORD, TestDatabase, channel, cheap_hashing, http_get, spawn_app_with,
+    with_bearer,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(2);
@@ -225,6 +226,84 @@ async fn a_client_that_sent_a_request_keeps_its_connection_past_the_timeout() {
         connects.load(Ordering::SeqCst),
         1,
         "the connection was closed and made again"
+    );
+}
+
+#[tokio::test]
+async fn silent_sockets_beyond_the_side_port_cap_hold_up_healthz_only_until_the_timeout() {
+    let app = spawn_app_with(|c| {
+        c.http_max_connections = 4;
+        c.handshake_timeout = TIMEOUT;
+    })
+    .await;
+    let _silent: Vec<TcpStream> = stalled_sockets(app.http_addr, 8, b'G').await;
+    // The cap holds: a probe waits while the slots are taken...
+    assert!(
+        tokio::time::timeout(
+            Duration::from_millis(500),
+            http_get(app.http_addr, "/healthz")
+        )
+        .await
+        .is_err(),
+        "a probe beyond the cap is not served while the slots are taken"
+    );
+    // ...but not for long: two rounds of stalled sockets are closed.
+    let (status, body) =
+        tokio::time::timeout(TIMEOUT * 2 + GRACE, http_get(app.http_addr, "/healthz"))
+            .await
+            .expect("healthz answers once the stalled sockets are closed");
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+}
+
+#[tokio::test]
+async fn a_side_port_request_head_that_never_ends_is_closed_after_the_timeout() {
+    let app = spawn_app_with(|c| c.handshake_timeout = TIMEOUT).await;
+    let started = Instant::now();
+    let mut socket = TcpStream::connect(app.http_addr).await.unwrap();
+    socket
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n")
+        .await
+        .unwrap();
+    assert!(
+        closed_within(&mut socket, TIMEOUT + GRACE).await,
+        "still open"
+    );
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= TIMEOUT,
+        "closed after {elapsed:?}, before the timeout"
+    );
+}
+
+#[tokio::test]
+async fn an_idle_kept_alive_side_port_connection_is_closed_after_the_timeout() {
+    let app = spawn_app_with(|c| c.handshake_timeout = TIMEOUT).await;
+    let mut socket = TcpStream::connect(app.http_addr).await.unwrap();
+    socket
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    // "ok\n", after a head that keeps the connection open.
+    let mut response = Vec::new();
+    while !response.ends_with(b"\r\n\r\nok\n") {
+        let mut buf = [0u8; 256];
+        let n = socket.read(&mut buf).await.unwrap();
+        assert!(
+            n > 0,
+            "closed early: {}",
+            String::from_utf8_lossy(&response)
+        );
+        response.extend_from_slice(&buf[..n]);
+    }
+    let answered = Instant::now();
+    assert!(
+        closed_within(&mut socket, TIMEOUT + GRACE).await,
+        "an idle connection holds its slot"
+    );
+    let elapsed = answered.elapsed();
+    assert!(
+        elapsed >= TIMEOUT,
+        "closed after {elapsed:?}, before the timeout"
     );
 }
 
