@@ -19,10 +19,8 @@ use tokio::{
     sync::{Notify, watch},
     task::JoinHandle,
 };
-use tonic::{
-    service::interceptor::InterceptedService,
-    transport::{Certificate, Identity, Server, ServerTlsConfig},
-};
+use tokio_rustls::TlsAcceptor;
+use tonic::{service::interceptor::InterceptedService, transport::Server};
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
@@ -35,6 +33,7 @@ use crate::{
     },
     grpc::{auth::AuthApi, bearer::BearerCheck, observe::ObserveLayer, user_admin::UserAdminApi},
     http,
+    limits::{self, ConnectionLimits, in_flight::InFlightLayer},
     metrics::Metrics,
     proto::{
         FILE_DESCRIPTOR_SET,
@@ -87,8 +86,10 @@ pub struct Application {
     state: Arc<AppState>,
     grpc: TcpListener,
     http: TcpListener,
-    tls: Option<ServerTlsConfig>,
-    max_connections: usize,
+    tls: Option<TlsAcceptor>,
+    grpc_limits: ConnectionLimits,
+    http_limits: ConnectionLimits,
+    max_requests_in_flight: usize,
     request_timeout: Duration,
     drain_timeout: Duration,
 }
@@ -189,7 +190,15 @@ impl Application {
             grpc,
             http,
             tls,
-            max_connections: config.max_connections,
+            grpc_limits: ConnectionLimits {
+                max_connections: config.max_connections,
+                handshake_timeout: config.handshake_timeout,
+            },
+            http_limits: ConnectionLimits {
+                max_connections: config.http_max_connections,
+                handshake_timeout: config.handshake_timeout,
+            },
+            max_requests_in_flight: config.max_requests_in_flight,
             request_timeout: config.request_timeout,
             drain_timeout: config.drain_timeout,
         })
@@ -224,7 +233,9 @@ impl Application {
             grpc,
             http,
             tls,
-            max_connections,
+            grpc_limits,
+            http_limits,
+            max_requests_in_flight,
             request_timeout,
             drain_timeout,
         } = self;
@@ -271,8 +282,10 @@ impl Application {
         );
 
         // Outermost first: CORS answers browsers' preflights, grpc-web turns
-        // browser calls into gRPC, then every call is observed.
-        let mut builder = Server::builder()
+        // browser calls into gRPC, every call is observed (refusals too),
+        // then calls beyond the in-flight cap are refused. TCP keepalive and
+        // TLS are set up by `limits::incoming`, not here.
+        let router = Server::builder()
             .accept_http1(true)
             .layer(tower::util::option_layer(cors))
             .layer(tonic_web::GrpcWebLayer::new())
@@ -280,32 +293,38 @@ impl Application {
                 state.metrics.clone(),
                 state.database_trouble.clone(),
             ))
+            .layer(InFlightLayer::new(max_requests_in_flight))
             .timeout(request_timeout)
             .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-            .tcp_keepalive(Some(Duration::from_secs(60)));
-        if let Some(tls) = tls {
-            builder = builder.tls_config(tls).context("TLS configuration")?;
-        }
-        let grpc_server = builder
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(auth)
-            .add_service(user_admin)
-            .serve_with_incoming_shutdown(
-                crate::limits::limited_incoming(
-                    grpc,
-                    max_connections,
-                    crate::limits::FIRST_BYTE_TIMEOUT,
-                ),
+            .add_service(user_admin);
+        // One server either way; the connection types differ (and with them
+        // the peer information handlers find: TcpConnectInfo, or
+        // TlsConnectInfo<TcpConnectInfo>).
+        let grpc_server: store::BoxFuture<'static, Result<(), tonic::transport::Error>> = match tls
+        {
+            Some(tls) => Box::pin(router.serve_with_incoming_shutdown(
+                limits::incoming(grpc, grpc_limits, tls),
                 stopped(stop_rx.clone()),
-            );
-        let http_server = axum::serve(http, http::router(state.clone()))
-            .with_graceful_shutdown(stopped(stop_rx.clone()));
+            )),
+            None => Box::pin(router.serve_with_incoming_shutdown(
+                limits::incoming(grpc, grpc_limits, limits::Plain),
+                stopped(stop_rx.clone()),
+            )),
+        };
+        let http_server = http::serve(
+            http,
+            http::router(state.clone()),
+            http_limits,
+            stopped(stop_rx.clone()),
+        );
 
-        let servers = async { tokio::join!(grpc_server, http_server.into_future()) };
+        let servers = async { tokio::join!(grpc_server, http_server) };
         let drain_limit = async {
             stopped(stop_rx.clone()).await;
             tokio::time::sleep(drain_timeout).await;
@@ -327,9 +346,8 @@ impl Application {
         let limit = state.database_timeout * 2;
         finish_background(background, limit).await;
         close_database(&state.db, limit).await;
-        if let Some((grpc_result, http_result)) = outcome {
+        if let Some((grpc_result, ())) = outcome {
             grpc_result.context("gRPC server")?;
-            http_result.context("HTTP side port")?;
         }
         tracing::info!("stopped");
         Ok(())
@@ -552,19 +570,59 @@ fn cors_layer(origins: &[String]) -> anyhow::Result<Option<tower_http::cors::Cor
     ))
 }
 
-async fn tls_config(files: &TlsFiles) -> anyhow::Result<ServerTlsConfig> {
+/// The server's TLS: its certificate chain and key, and with a client CA,
+/// mTLS (a client without a certificate that CA signed is refused). ALPN
+/// offers h2 only, as tonic's own TLS did.
+async fn tls_config(files: &TlsFiles) -> anyhow::Result<TlsAcceptor> {
+    use tokio_rustls::rustls::{
+        RootCertStore, ServerConfig,
+        crypto::ring::default_provider,
+        pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _},
+        server::WebPkiClientVerifier,
+    };
     let read = |path: std::path::PathBuf| async move {
         tokio::fs::read(&path)
             .await
             .with_context(|| format!("cannot read {}", path.display()))
     };
-    let cert = read(files.cert.clone()).await?;
-    let key = read(files.key.clone()).await?;
-    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
-    if let Some(ca) = &files.client_ca {
-        tls = tls.client_ca_root(Certificate::from_pem(read(ca.clone()).await?));
-    }
-    Ok(tls)
+    let certificates = |pem: &[u8], path: &std::path::Path| {
+        let certs = CertificateDer::pem_slice_iter(pem)
+            .collect::<Result<Vec<_>, _>>()
+            .ok()
+            .filter(|certs| !certs.is_empty());
+        certs.with_context(|| format!("{} holds no PEM certificate", path.display()))
+    };
+    let chain = certificates(&read(files.cert.clone()).await?, &files.cert)?;
+    // The parser's error can quote a line of the file: not for a key.
+    let key = PrivateKeyDer::from_pem_slice(&read(files.key.clone()).await?)
+        .ok()
+        .with_context(|| format!("{} holds no PEM private key", files.key.display()))?;
+    let provider = Arc::new(default_provider());
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .context("TLS configuration")?;
+    let builder = match &files.client_ca {
+        None => builder.with_no_client_auth(),
+        Some(path) => {
+            let mut roots = RootCertStore::empty();
+            let (added, _) =
+                roots.add_parsable_certificates(certificates(&read(path.clone()).await?, path)?);
+            anyhow::ensure!(
+                added > 0,
+                "{} holds no usable CA certificate",
+                path.display()
+            );
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .context("TLS client CA")?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder
+        .with_single_cert(chain, key)
+        .context("TLS certificate and key")?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
 #[cfg(test)]

@@ -272,6 +272,21 @@ pub struct ServeArgs {
     #[arg(long, env = "WARDEN_MAX_CONNECTIONS", default_value_t = 1024,
           value_parser = value_parser!(u32).range(1..))]
     pub max_connections: u32,
+    /// How long a new connection (either port) may take to finish its TLS
+    /// handshake and send its first complete request head before it is
+    /// closed; at least 1s.
+    #[arg(long, env = "WARDEN_HANDSHAKE_TIMEOUT", default_value = "5s", value_parser = parse_duration_setting)]
+    pub handshake_timeout: Duration,
+    /// gRPC calls in flight at most, across all connections; more are
+    /// answered OVERLOADED at once. Health checks have places of their own.
+    #[arg(long, env = "WARDEN_MAX_REQUESTS_IN_FLIGHT", default_value_t = 1024,
+          value_parser = value_parser!(u32).range(1..))]
+    pub max_requests_in_flight: u32,
+    /// Open connections to the HTTP side port at most; more wait to be
+    /// accepted.
+    #[arg(long, env = "WARDEN_HTTP_MAX_CONNECTIONS", default_value_t = 256,
+          value_parser = value_parser!(u32).range(1..))]
+    pub http_max_connections: u32,
     /// After SIGTERM, how long calls in flight may take to finish; 0s or
     /// more.
     #[arg(long, env = "WARDEN_DRAIN_TIMEOUT", default_value = "30s", value_parser = parse_drain_timeout)]
@@ -326,6 +341,9 @@ impl ServeArgs {
             cors_origins: self.cors_origins,
             drain_timeout: self.drain_timeout,
             max_connections: self.max_connections as usize,
+            handshake_timeout: self.handshake_timeout,
+            max_requests_in_flight: self.max_requests_in_flight as usize,
+            http_max_connections: self.http_max_connections as usize,
             request_timeout: self.request_timeout,
             trusted_proxies: self.trusted_proxies,
         })
@@ -400,6 +418,9 @@ pub struct Config {
     pub cors_origins: Vec<String>,
     pub drain_timeout: Duration,
     pub max_connections: usize,
+    pub handshake_timeout: Duration,
+    pub max_requests_in_flight: usize,
+    pub http_max_connections: usize,
     pub request_timeout: Duration,
     pub trusted_proxies: Vec<IpNet>,
 }
@@ -599,6 +620,35 @@ mod tests {
             (c.database_timeout, c.key_reload_interval),
             (Duration::from_secs(5), Duration::from_secs(30))
         );
+        assert_eq!(
+            (
+                c.handshake_timeout,
+                c.max_requests_in_flight,
+                c.http_max_connections
+            ),
+            (Duration::from_secs(5), 1024, 256)
+        );
+    }
+
+    #[test]
+    fn the_handshake_timeout_is_at_least_a_second_with_no_upper_bound() {
+        for (value, expected) in [("1s", 1), ("90s", 90), ("100years", 3_155_760_000)] {
+            let Command::Serve(args) = serve(&["--handshake-timeout", value]).unwrap().command
+            else {
+                panic!("not serve");
+            };
+            assert_eq!(args.handshake_timeout, Duration::from_secs(expected));
+        }
+        for value in ["999ms", "0s", "soon"] {
+            let err = serve(&["--handshake-timeout", value]).unwrap_err();
+            assert_eq!(err.exit_code(), 2);
+            assert!(err.to_string().contains("handshake-timeout"), "{err}");
+        }
+        for flag in ["--max-requests-in-flight", "--http-max-connections"] {
+            let err = serve(&[flag, "0"]).unwrap_err();
+            assert_eq!(err.exit_code(), 2);
+            assert!(err.to_string().contains(&flag[2..]), "{err}");
+        }
     }
 
     /// The settings `serve` would run with, or the usage error (exit

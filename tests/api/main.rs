@@ -7,6 +7,7 @@ mod helpers;
 mod admin;
 mod backup;
 mod cli;
+mod connections;
 mod ecosystem;
 mod health;
 mod keys;
