@@ -1,6 +1,7 @@
 //! Persistence: sea-orm entities and the queries the domain needs. Nothing
 //! here knows about gRPC or about the rules of the domain.
 
+pub mod batches;
 pub mod bearer_lookups;
 pub mod entities;
 pub mod keys;
