@@ -12,13 +12,16 @@ use chacha20poly1305::{
     aead::{Aead, KeyInit, Payload},
 };
 
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
 use crate::error::{Error, Result};
 
 /// Marks a stored private key as sealed (a plain PKCS#8 key starts with 0x30).
 const MAGIC: &[u8] = b"wke1";
 const NONCE_LEN: usize = 24;
 
-#[derive(Clone, PartialEq, Eq)]
+/// Wiped from memory when dropped, as is every copy.
+#[derive(Clone, PartialEq, Eq, Zeroize, ZeroizeOnDrop)]
 pub struct KeyEncryptionKey([u8; 32]);
 
 impl std::fmt::Debug for KeyEncryptionKey {
@@ -29,23 +32,28 @@ impl std::fmt::Debug for KeyEncryptionKey {
 
 impl KeyEncryptionKey {
     /// 32 bytes, as base64 (standard or URL-safe, padded or not) or as 64
-    /// hex digits. `openssl rand -base64 32` makes one.
+    /// hex digits, with surrounding whitespace ignored (so the file that
+    /// `openssl rand -base64 32 > file` writes, newline and all, is one).
+    /// Error messages never quote the text.
     pub fn parse(text: &str) -> std::result::Result<Self, String> {
         let text = text.trim();
-        let bytes = if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
-            (0..32)
-                .map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16))
-                .collect::<std::result::Result<Vec<u8>, _>>()
-                .map_err(|e| e.to_string())?
-        } else {
-            [STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD]
-                .iter()
-                .find_map(|engine| engine.decode(text).ok())
-                .ok_or("must be 32 bytes as base64 or 64 hex digits")?
-        };
+        let bytes = Zeroizing::new(
+            if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+                (0..32)
+                    .map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16))
+                    .collect::<std::result::Result<Vec<u8>, _>>()
+                    .map_err(|e| e.to_string())?
+            } else {
+                [STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD]
+                    .iter()
+                    .find_map(|engine| engine.decode(text).ok())
+                    .ok_or("must be 32 bytes as base64 or 64 hex digits")?
+            },
+        );
         let key: [u8; 32] = bytes
+            .as_slice()
             .try_into()
-            .map_err(|b: Vec<u8>| format!("must be 32 bytes, not {}", b.len()))?;
+            .map_err(|_| format!("must be 32 bytes, not {}", bytes.len()))?;
         Ok(Self(key))
     }
 
@@ -161,6 +169,18 @@ mod tests {
         assert_eq!(KeyEncryptionKey::parse(&"07".repeat(32)).unwrap(), kek(7));
         assert!(KeyEncryptionKey::parse("short").is_err());
         assert!(KeyEncryptionKey::parse(&STANDARD.encode([7u8; 16])).is_err());
+        assert_eq!(
+            KeyEncryptionKey::parse(&format!("{b64}\n")).unwrap(),
+            kek(7),
+            "as `openssl rand -base64 32 > file` writes it"
+        );
+        assert_eq!(
+            KeyEncryptionKey::parse(&format!("{}\r\n", "07".repeat(32))).unwrap(),
+            kek(7)
+        );
+        let secret = STANDARD.encode([9u8; 31]);
+        let refused = KeyEncryptionKey::parse(&secret).unwrap_err();
+        assert!(!refused.contains(&secret), "{refused}");
         assert_eq!(format!("{:?}", kek(7)), "KeyEncryptionKey([redacted])");
     }
 }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use base64::{Engine as _, engine::general_purpose::STANDARD};
-use sea_orm::EntityTrait;
+use sea_orm::{Database, EntityTrait};
 use warden::{
     domain::key_encryption::KeyEncryptionKey, proto::v1 as pb, store::entities::signing_key,
 };
@@ -206,4 +206,103 @@ async fn setting_a_key_encryption_key_later_encrypts_the_stored_keys() {
         sealed.validate(&token).await.active,
         "the same key, now encrypted"
     );
+}
+
+/// `warden keys rotate` with `args` and `env` (nothing inherited).
+async fn rotate_with(db_url: &str, env: &[(&str, &str)], args: &[&str]) -> (i32, String) {
+    let output = warden()
+        .args(["keys", "rotate"])
+        .args(args)
+        .env("WARDEN_DATABASE_URL", db_url)
+        .envs(env.iter().copied())
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    (output.status.code().unwrap(), text)
+}
+
+#[tokio::test]
+async fn the_key_encryption_key_is_refused_as_a_flag_and_read_from_its_variable_or_a_file() {
+    let db = TestDatabase::create().await;
+    let kek = kek_text(5);
+    for command in ["keys", "serve"] {
+        let mut process = warden();
+        if command == "keys" {
+            process.args(["keys", "rotate"]);
+        } else {
+            process.args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--http-listen",
+                "127.0.0.1:0",
+            ]);
+        }
+        let output = process
+            .args(["--key-encryption-key", &kek])
+            .env("WARDEN_DATABASE_URL", db.url())
+            .output()
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{command}: {text}");
+        assert!(text.contains("set WARDEN_KEY_ENCRYPTION_KEY"), "{text}");
+        assert!(text.contains("WARDEN_KEY_ENCRYPTION_KEY_FILE"), "{text}");
+        assert!(!text.contains(&kek), "the key is not echoed: {text}");
+    }
+
+    // A file as `openssl rand -base64 32 > file` writes it.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("kek");
+    std::fs::write(&file, format!("{kek}\n")).unwrap();
+    let file = file.to_str().unwrap();
+    let (code, output) =
+        rotate_with(db.url(), &[("WARDEN_KEY_ENCRYPTION_KEY_FILE", file)], &[]).await;
+    assert_eq!(code, 0, "{output}");
+    let conn = Database::connect(db.url()).await.unwrap();
+    let rows = signing_key::Entity::find().all(&conn).await.unwrap();
+    assert!(rows.iter().all(|r| r.private_key.starts_with(b"wke1")));
+    // The key in the file is the key in the variable.
+    let (code, output) = rotate_with(db.url(), &[("WARDEN_KEY_ENCRYPTION_KEY", &kek)], &[]).await;
+    assert_eq!(code, 0, "{output}");
+
+    let malformed = dir.path().join("malformed");
+    std::fs::write(&malformed, "not a key\n").unwrap();
+    let missing = dir.path().join("missing");
+    for (env, says) in [
+        (
+            vec![
+                ("WARDEN_KEY_ENCRYPTION_KEY", kek.as_str()),
+                ("WARDEN_KEY_ENCRYPTION_KEY_FILE", file),
+            ],
+            "both set",
+        ),
+        (
+            vec![("WARDEN_KEY_ENCRYPTION_KEY_FILE", missing.to_str().unwrap())],
+            "WARDEN_KEY_ENCRYPTION_KEY_FILE: cannot read",
+        ),
+        (
+            vec![(
+                "WARDEN_KEY_ENCRYPTION_KEY_FILE",
+                malformed.to_str().unwrap(),
+            )],
+            "WARDEN_KEY_ENCRYPTION_KEY_FILE: the key in",
+        ),
+        (
+            vec![("WARDEN_KEY_ENCRYPTION_KEY", "not a key")],
+            "WARDEN_KEY_ENCRYPTION_KEY must be",
+        ),
+    ] {
+        let (code, output) = rotate_with(db.url(), &env, &[]).await;
+        assert_eq!(code, 2, "{env:?}: {output}");
+        assert!(output.contains(says), "{env:?}: {output}");
+    }
+    assert_eq!(
+        signing_key::Entity::find().all(&conn).await.unwrap().len(),
+        rows.len() + 1,
+        "the refused runs added nothing"
+    );
+    conn.close().await.ok();
 }
