@@ -84,6 +84,7 @@ pub fn generate_signing_key(
         public_key,
         created_at: now,
         retired_at: None,
+        retire_after: None,
     })
 }
 
