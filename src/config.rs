@@ -13,7 +13,7 @@ use ipnet::IpNet;
 
 use zeroize::Zeroizing;
 
-use crate::domain::{key_encryption::KeyEncryptionKey, password::HashingCost};
+use crate::domain::{key_encryption::KeyEncryptionKey, password::HashingCost, tokens};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
 pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:9090";
@@ -53,8 +53,8 @@ pub enum Command {
 pub enum KeysCommand {
     /// Add a new signing key. Running servers sign with it within their
     /// WARDEN_KEY_RELOAD_INTERVAL (30 s by default); older keys keep
-    /// verifying until the tokens they signed have expired, then are
-    /// removed. The key-encryption key, if any, comes from WARDEN_KEY_ENCRYPTION_KEY
+    /// verifying until no token they signed can be live, then are removed.
+    /// The key-encryption key, if any, comes from WARDEN_KEY_ENCRYPTION_KEY
     /// or the file named by WARDEN_KEY_ENCRYPTION_KEY_FILE.
     Rotate(RotateArgs),
 }
@@ -319,9 +319,9 @@ pub struct ServeArgs {
     #[arg(long, env = "WARDEN_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_request_timeout)]
     pub request_timeout: Duration,
     /// How often signing keys are reloaded from the database (a key rotated
-    /// anywhere signs here, and is published here, within this time); it
-    /// also sets how long a replaced key is kept. The same on every
-    /// replica; 1s to 1h.
+    /// anywhere signs here, and is published here, within this time);
+    /// 1s to 1h. Replicas may differ: when a replaced key goes is stored
+    /// with the key, not decided by this.
     #[arg(long, env = "WARDEN_KEY_RELOAD_INTERVAL", default_value = "30s", value_parser = parse_key_reload_interval)]
     pub key_reload_interval: Duration,
     /// Comma-separated CIDRs whose `x-forwarded-for` is believed.
@@ -577,7 +577,8 @@ fn parse_database_timeout(s: &str) -> Result<Duration, String> {
 }
 
 fn parse_key_reload_interval(s: &str) -> Result<Duration, String> {
-    duration_within(s, SECOND, Duration::from_secs(3600))
+    // The ceiling is what key retirement counts on (`tokens::retire_after`).
+    duration_within(s, SECOND, tokens::MAX_KEY_RELOAD_INTERVAL)
 }
 
 #[cfg(test)]

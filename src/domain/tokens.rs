@@ -91,10 +91,53 @@ pub fn generate_signing_key(
 /// How often every server reloads the signing keys from the database, so
 /// that a key rotated anywhere is used and published everywhere: the
 /// default of `WARDEN_KEY_RELOAD_INTERVAL`.
-pub const KEY_RELOAD_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+pub const KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(30);
+/// The longest `WARDEN_KEY_RELOAD_INTERVAL` allowed (by this release and
+/// by every earlier one).
+pub const MAX_KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(3600);
+/// The longest one reload can take: its queries are bounded by
+/// `WARDEN_DATABASE_TIMEOUT`, which is at most 60 s.
+const MAX_RELOAD_DURATION: Duration = Duration::from_secs(60);
+
+/// How long after a newer key is committed any replica may still sign
+/// with the one before: until its next reload, at most one reload interval
+/// (and the reload's own duration) later. A replica knows only its own
+/// interval, and replicas may be set differently, so the bound is the
+/// longest interval any of them can be set to.
+const LONGEST_SWITCH: Duration = MAX_KEY_RELOAD_INTERVAL.saturating_add(MAX_RELOAD_DURATION);
+
+/// When a key that no longer signs may be deleted, if that is to be stored
+/// (`None`: what is stored stands).
+///
+/// Computed by the first replica that sees the key superseded: by then the
+/// newer key is committed, every replica signs with the newer key within
+/// `LONGEST_SWITCH`, and the last token signed with this one expires an
+/// access-token lifetime later, verified with `LEEWAY_SECONDS` of leeway.
+/// A replica that signed with the key until this very reload postpones it,
+/// if need be, to its own last token's expiry: that covers a replica whose
+/// access tokens live longer than the first one's, or whose reloads failed
+/// for a while. A stored time is never brought forward, so every replica
+/// deletes a key only once no replica's tokens need it.
+fn retire_after(
+    stored: Option<DateTime<Utc>>,
+    signed_with_it_until_now: bool,
+    now: DateTime<Utc>,
+    ttl: TimeDelta,
+) -> Option<DateTime<Utc>> {
+    let outlived = ttl + TimeDelta::seconds(LEEWAY_SECONDS);
+    let wanted = match stored {
+        None => now + TimeDelta::from_std(LONGEST_SWITCH).unwrap_or(TimeDelta::MAX) + outlived,
+        Some(_) if signed_with_it_until_now => now + outlived,
+        Some(_) => return None,
+    };
+    match stored {
+        Some(at) if at >= wanted => None,
+        _ => Some(wanted),
+    }
+}
 
 /// Adds a new signing key; it signs from the next reload on, and older
-/// keys keep verifying until they are retired.
+/// keys keep verifying until they retire (see `retire_after`).
 pub async fn rotate_keys(
     db: &sea_orm::DatabaseConnection,
     now: DateTime<Utc>,
@@ -328,9 +371,9 @@ impl TokenService {
         })
     }
 
-    /// How often `reload` runs (`WARDEN_KEY_RELOAD_INTERVAL`): a replaced
-    /// key is kept that much longer, until every replica signs with its
-    /// successor.
+    /// How often `reload` runs (`WARDEN_KEY_RELOAD_INTERVAL`). It does not
+    /// decide when a replaced key goes (see `retire_after`), so replicas
+    /// may be set differently.
     pub fn with_reload_interval(mut self, interval: Duration) -> Self {
         self.reload_interval = interval;
         self
@@ -437,42 +480,61 @@ impl TokenService {
         })
     }
 
-    /// Reloads the keys from the database and retires those no live token
-    /// can need any more: a key older than the newest is needed until every
-    /// server signs with the newest (one reload interval) and the last token
-    /// it signed has expired (one access-token lifetime and the leeway).
-    /// Returns the kids retired.
+    /// Reloads the keys from the database: the newest signs, and every
+    /// key verifies.
+    ///
+    /// Keys older than the signer are retired: each gets a retire-after
+    /// time stored with it by the first replica that sees it superseded (see
+    /// `retire_after`), and is deleted by whichever replica reloads once
+    /// that time has passed. No replica's own settings decide when a key
+    /// shared by all of them goes. Returns the kids that stopped verifying
+    /// here: retired by this reload or by another replica.
     pub async fn reload(
         &self,
         db: &sea_orm::DatabaseConnection,
         now: DateTime<Utc>,
     ) -> Result<Vec<String>> {
-        let mut rows = keys::live(db).await?;
-        let Some(newest) = rows.first() else {
+        let rows = keys::live(db).await?;
+        let usable: Vec<&signing_key::Model> = rows.iter().collect();
+        let Some(signer) = usable.first() else {
             return Err(Error::Unexpected(anyhow::anyhow!(
                 "every signing key is gone from the database"
             )));
         };
-        let grace = TimeDelta::from_std(self.reload_interval + self.ttl)
-            .context("key grace period")?
-            + TimeDelta::seconds(LEEWAY_SECONDS);
-        let retire_before = newest.created_at;
-        let mut retired = Vec::new();
-        if retire_before + grace <= now {
-            for old in rows.iter().skip(1) {
-                if keys::delete(db, &old.kid).await? > 0 {
-                    tracing::info!(kid = %old.kid, "retired a signing key");
-                }
-                retired.push(old.kid.clone());
-            }
-            rows.truncate(1);
-        }
         let current = self.ring();
-        let same: bool = current.verifiers.len() == rows.len()
-            && rows.iter().all(|r| current.verifiers.contains_key(&r.kid))
-            && current.signer_kid == rows[0].kid;
+        let ttl = TimeDelta::from_std(self.ttl).context("access token TTL")?;
+        for old in usable.iter().skip(1) {
+            let signed_until_now = current.signer_kid == old.kid;
+            if let Some(at) = retire_after(old.retire_after, signed_until_now, now, ttl) {
+                keys::postpone_retirement(db, &old.kid, at).await?;
+                tracing::info!(kid = %old.kid, retire_after = %at, "a replaced signing key retires after");
+            }
+        }
+        let mut deleted = Vec::new();
+        for row in &rows {
+            let due = row.retire_after.is_some_and(|at| at <= now);
+            if due && row.kid != signer.kid && keys::delete_retired(db, &row.kid, now).await? > 0 {
+                tracing::info!(kid = %row.kid, "retired a signing key");
+                deleted.push(row.kid.as_str());
+            }
+        }
+        let keep: Vec<signing_key::Model> = usable
+            .into_iter()
+            .filter(|r| !deleted.contains(&r.kid.as_str()))
+            .cloned()
+            .collect();
+        let mut retired: Vec<String> = current
+            .verifiers
+            .keys()
+            .filter(|kid| !keep.iter().any(|r| &r.kid == *kid))
+            .cloned()
+            .collect();
+        retired.sort();
+        let same = current.verifiers.len() == keep.len()
+            && retired.is_empty()
+            && keep.first().map(|r| r.kid.as_str()) == Some(current.signer_kid.as_str());
         if !same {
-            self.replace_keys(&rows)?;
+            self.replace_keys(&keep)?;
         }
         Ok(retired)
     }
@@ -781,6 +843,51 @@ mod tests {
             None,
         );
         assert!(matches!(refused, Err(Error::Unexpected(_))));
+    }
+
+    const TTL: TimeDelta = TimeDelta::seconds(900);
+
+    #[test]
+    fn a_key_first_seen_replaced_retires_after_the_slowest_replica_switched_and_its_tokens_expired()
+    {
+        let at = retire_after(None, false, now(), TTL).unwrap();
+        let longest_switch = TimeDelta::seconds(3600 + 60);
+        assert_eq!(at, now() + longest_switch + TTL + TimeDelta::seconds(5));
+        // However short this replica's own reload interval: a replica set
+        // to reload once an hour may sign with the key that long.
+        assert_eq!(
+            retire_after(None, true, now(), TTL),
+            Some(at),
+            "the same for the replica that signed with it"
+        );
+    }
+
+    #[test]
+    fn a_stored_retire_after_time_is_never_brought_forward() {
+        let stored = now() + TimeDelta::hours(2);
+        assert_eq!(retire_after(Some(stored), false, now(), TTL), None);
+        assert_eq!(
+            retire_after(Some(stored), true, now(), TTL),
+            None,
+            "its own last token expires before that"
+        );
+    }
+
+    #[test]
+    fn a_replica_that_signed_with_a_replaced_key_until_now_keeps_it_until_its_own_tokens_expired() {
+        // Stored by a replica whose tokens live a minute; this one's live
+        // for an hour, and it signed with the key until this reload.
+        let stored = now() + TimeDelta::seconds(65);
+        let hour = TimeDelta::hours(1);
+        assert_eq!(
+            retire_after(Some(stored), true, now(), hour),
+            Some(now() + hour + TimeDelta::seconds(5))
+        );
+        assert_eq!(
+            retire_after(Some(stored), false, now(), hour),
+            None,
+            "a replica that never signed with it has no tokens of it"
+        );
     }
 
     #[test]
