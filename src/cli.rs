@@ -55,9 +55,6 @@ async fn rotate_keys(mut args: RotateArgs) -> ExitCode {
     let result = async {
         let db =
             app::open_database(&args.database.database_url, args.database.database_timeout).await?;
-        // Refuse to add a clear key next to encrypted ones, or the other
-        // way round: every key must open with what the servers have.
-        tokens::load_or_create_keys(&db, SystemClock.now(), kek.as_ref()).await?;
         Ok::<_, anyhow::Error>(tokens::rotate_keys(&db, SystemClock.now(), kek.as_ref()).await?)
     }
     .await;

@@ -1,7 +1,7 @@
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, prelude::*,
-    sea_query::Expr,
+    ActiveModelTrait, Condition, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait,
+    QueryFilter, QueryOrder, prelude::*, sea_query::Expr,
 };
 
 use super::entities::signing_key;
@@ -58,6 +58,12 @@ pub async fn delete_retired<C: ConnectionTrait>(
         .exec(db)
         .await?
         .rows_affected)
+}
+
+/// Whether the database is a server that replicas share (PostgreSQL), not
+/// a file of one process (SQLite).
+pub fn is_shared_database(db: &DatabaseConnection) -> bool {
+    db.get_database_backend() == DbBackend::Postgres
 }
 
 pub async fn set_private_key<C: ConnectionTrait>(

@@ -6,10 +6,14 @@ use std::time::Duration;
 use base64::{Engine as _, engine::general_purpose::STANDARD};
 use chrono::{DateTime, Utc};
 use sea_orm::{Database, EntityTrait};
+use uuid::Uuid;
 use warden::{
-    domain::{key_encryption::KeyEncryptionKey, tokens},
+    domain::{
+        key_encryption::KeyEncryptionKey,
+        tokens::{self, TokenService},
+    },
     proto::v1 as pb,
-    store::entities::signing_key,
+    store::{entities::signing_key, keys},
 };
 
 use crate::helpers::{
@@ -265,17 +269,111 @@ async fn with_a_key_encryption_key_private_keys_are_stored_encrypted() {
 }
 
 #[tokio::test]
-async fn setting_a_key_encryption_key_later_encrypts_the_stored_keys() {
+async fn a_key_encryption_key_set_later_seals_the_clear_keys_and_rotates_a_new_one_in() {
     let db = TestDatabase::create().await;
-    let plain = spawn_app_on(db.share(), |_| {}).await;
-    let (_, token) = plain.admin_session().await;
+    let ttl = Duration::from_secs(60);
+    let plain = spawn_app_on(db.share(), |c| c.access_token_ttl = ttl).await;
+    let (_, old_token) = plain.admin_session().await;
+    let old_kid = kid_of(&old_token);
     let kek = KeyEncryptionKey::parse(&kek_text(3)).unwrap();
-    let sealed = spawn_app_on(db.share(), |c| c.key_encryption_key = Some(kek)).await;
+    let sealed = spawn_app_on(db.share(), |c| {
+        c.key_encryption_key = Some(kek);
+        c.access_token_ttl = ttl;
+    })
+    .await;
+
     let rows = signing_key::Entity::find().all(sealed.db()).await.unwrap();
-    assert!(rows.iter().all(|r| r.private_key.starts_with(b"wke1")));
+    assert_eq!(rows.len(), 2, "the old key and a new one");
     assert!(
-        sealed.validate(&token).await.active,
-        "the same key, now encrypted"
+        rows.iter().all(|r| r.private_key.starts_with(b"wke1")),
+        "every stored key sealed, the old one too"
+    );
+    // The old key's clear copy may live on in backups: it signs no more.
+    let new_token = admin_token(&sealed).await;
+    let new_kid = kid_of(&new_token);
+    assert_ne!(new_kid, old_kid, "a new key signs");
+    let mut published = jwks_kids(&sealed).await;
+    published.sort();
+    let mut both = vec![old_kid.clone(), new_kid.clone()];
+    both.sort();
+    assert_eq!(published, both, "both keys published");
+    // Tokens of the old key verify until it retires, like any replaced key.
+    assert!(sealed.validate(&old_token).await.active);
+    assert!(sealed.validate(&new_token).await.active);
+    sealed
+        .state
+        .tokens
+        .reload(sealed.db(), sealed.now())
+        .await
+        .unwrap();
+    let at = retire_after(&sealed, &old_kid).await;
+    sealed.clock.advance(until(&sealed, expiry_of(&old_token)));
+    assert!(
+        sealed.validate(&old_token).await.active,
+        "at its expiry, still good"
+    );
+    sealed.clock.advance(until(&sealed, at));
+    sealed
+        .state
+        .tokens
+        .reload(sealed.db(), sealed.now())
+        .await
+        .unwrap();
+    assert_eq!(jwks_kids(&sealed).await, [new_kid]);
+    assert!(stored_key(&sealed, &old_kid).await.is_none(), "retired");
+}
+
+#[tokio::test]
+async fn with_a_key_encryption_key_a_clear_key_written_later_is_refused_not_used() {
+    let kek = KeyEncryptionKey::parse(&kek_text(4)).unwrap();
+    let app = spawn_app_with(|c| c.key_encryption_key = Some(kek)).await;
+    let (_, token) = app.admin_session().await;
+    let sealed_kid = kid_of(&token);
+    let claims = app.validate(&token).await;
+
+    // What a replica started without the key-encryption key writes: a
+    // newer key, in the clear.
+    let clear = tokens::generate_signing_key(app.now() + Duration::from_secs(1), None).unwrap();
+    keys::insert(app.db(), clear.clone()).await.unwrap();
+    app.state.tokens.reload(app.db(), app.now()).await.unwrap();
+
+    assert_eq!(
+        jwks_kids(&app).await,
+        std::slice::from_ref(&sealed_kid),
+        "not published"
+    );
+    assert_eq!(
+        kid_of(&admin_token(&app).await),
+        sealed_kid,
+        "does not sign"
+    );
+    // A token it signed for a real session, as that replica would issue.
+    let theirs = TokenService::new(
+        "warden".into(),
+        "warden".into(),
+        Duration::from_secs(900),
+        &[clear],
+        None,
+    )
+    .unwrap();
+    let issued = theirs
+        .issue(
+            Uuid::parse_str(&claims.user_id).unwrap(),
+            Uuid::parse_str(&claims.session_id).unwrap(),
+            app.now(),
+        )
+        .unwrap();
+    assert!(
+        !app.validate(&issued.token).await.active,
+        "not verified with it"
+    );
+    assert!(
+        stored_key(&app, &sealed_kid)
+            .await
+            .unwrap()
+            .retire_after
+            .is_none(),
+        "and the sealed key is not retired for it"
     );
 }
 
@@ -554,4 +652,27 @@ async fn the_key_encryption_key_is_refused_as_a_flag_and_read_from_its_variable_
         "the refused runs added nothing"
     );
     conn.close().await.ok();
+}
+
+#[tokio::test]
+async fn without_a_key_encryption_key_a_server_on_postgres_warns_and_one_on_sqlite_does_not() {
+    let db = TestDatabase::create().await;
+    let on_postgres = matches!(db, TestDatabase::Postgres { .. });
+    let warning = "stored in the clear in a shared PostgreSQL database";
+    let clear = ServerProcess::start(&db, &CHEAP_HASHING_ENV).await;
+    let (code, logs) = clear.stop().await;
+    assert_eq!(code, Some(0), "{logs:#?}");
+    assert_eq!(
+        logs.iter().any(|l| l.contains(warning)),
+        on_postgres,
+        "{logs:#?}"
+    );
+
+    let kek = kek_text(6);
+    let mut env = CHEAP_HASHING_ENV.to_vec();
+    env.push(("WARDEN_KEY_ENCRYPTION_KEY", &kek));
+    let sealed = ServerProcess::start(&db, &env).await;
+    let (code, logs) = sealed.stop().await;
+    assert_eq!(code, Some(0), "{logs:#?}");
+    assert!(!logs.iter().any(|l| l.contains(warning)), "{logs:#?}");
 }
