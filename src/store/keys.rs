@@ -1,5 +1,7 @@
+use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, prelude::*,
+    ActiveModelTrait, Condition, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait,
+    QueryFilter, QueryOrder, prelude::*, sea_query::Expr,
 };
 
 use super::entities::signing_key;
@@ -21,12 +23,47 @@ pub async fn insert<C: ConnectionTrait>(
     signing_key::ActiveModel::from(row).insert(db).await
 }
 
-/// Removes a key for good.
-pub async fn delete<C: ConnectionTrait>(db: &C, kid: &str) -> Result<u64, DbErr> {
-    Ok(signing_key::Entity::delete_by_id(kid.to_owned())
+/// Stores when a replaced key may be deleted, unless a later time is
+/// stored already: of replicas that set it at once, the latest time wins,
+/// and no replica ever brings it forward.
+pub async fn postpone_retirement<C: ConnectionTrait>(
+    db: &C,
+    kid: &str,
+    retire_after: DateTime<Utc>,
+) -> Result<(), DbErr> {
+    signing_key::Entity::update_many()
+        .col_expr(signing_key::Column::RetireAfter, Expr::value(retire_after))
+        .filter(signing_key::Column::Kid.eq(kid))
+        .filter(
+            Condition::any()
+                .add(signing_key::Column::RetireAfter.is_null())
+                .add(signing_key::Column::RetireAfter.lt(retire_after)),
+        )
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Removes a key for good if its stored retire-after time has passed at
+/// `now` (checked by the database, against what is stored now); 0 or 1.
+pub async fn delete_retired<C: ConnectionTrait>(
+    db: &C,
+    kid: &str,
+    now: DateTime<Utc>,
+) -> Result<u64, DbErr> {
+    Ok(signing_key::Entity::delete_many()
+        .filter(signing_key::Column::Kid.eq(kid))
+        .filter(signing_key::Column::RetireAfter.is_not_null())
+        .filter(signing_key::Column::RetireAfter.lte(now))
         .exec(db)
         .await?
         .rows_affected)
+}
+
+/// Whether the database is a server that replicas share (PostgreSQL), not
+/// a file of one process (SQLite).
+pub fn is_shared_database(db: &DatabaseConnection) -> bool {
+    db.get_database_backend() == DbBackend::Postgres
 }
 
 pub async fn set_private_key<C: ConnectionTrait>(

@@ -2,6 +2,7 @@
 //! here knows about gRPC or about the rules of the domain.
 
 pub mod backup;
+pub mod batches;
 pub mod bearer_lookups;
 pub mod entities;
 pub mod keys;
