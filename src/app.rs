@@ -148,8 +148,13 @@ impl Application {
                 &keys,
                 config.key_encryption_key.clone(),
             )?
-            .with_reload_interval(config.key_reload_interval),
+            .with_reload_interval(config.key_reload_interval, config.database_timeout),
         );
+        // Before this replica signs: replicas retiring a key from now on
+        // keep it for as long as this one may still sign with it.
+        if let Err(e) = tokens.report_replica(&db, clock.now()).await {
+            tracing::warn!(error = %e, "cannot report this replica's key reload interval");
+        }
         let hasher = Hasher::new(config.hashing, hashing_concurrency())?;
         let settings = AccountSettings {
             policy: PasswordPolicy {

@@ -390,9 +390,9 @@ pub struct ServeArgs {
     #[arg(long, env = "WARDEN_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_request_timeout)]
     pub request_timeout: Duration,
     /// How often signing keys are reloaded from the database (a key rotated
-    /// anywhere signs here, and is published here, within this time); it
-    /// also sets how long a replaced key is kept. The same on every
-    /// replica; at least 1s.
+    /// anywhere signs here, and is published here, within this time); at
+    /// least 1s. Replicas may differ: each reports its own, and a replaced
+    /// key is kept until the slowest has switched.
     #[arg(long, env = "WARDEN_KEY_RELOAD_INTERVAL", default_value = "30s", value_parser = parse_duration_setting)]
     pub key_reload_interval: Duration,
     /// Comma-separated CIDRs whose `x-forwarded-for` is believed.

@@ -93,27 +93,27 @@ pub fn generate_signing_key(
 /// that a key rotated anywhere is used and published everywhere: the
 /// default of `WARDEN_KEY_RELOAD_INTERVAL`.
 pub const KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(30);
-/// The longest `WARDEN_KEY_RELOAD_INTERVAL` allowed (by this release and
-/// by every earlier one).
-pub const MAX_KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(3600);
-/// The longest one reload can take: its queries are bounded by
-/// `WARDEN_DATABASE_TIMEOUT`, which is at most 60 s.
-const MAX_RELOAD_DURATION: Duration = Duration::from_secs(60);
+/// How long one reload may take beyond its interval, at least: its few
+/// queries are each bounded by `WARDEN_DATABASE_TIMEOUT`.
+const MIN_RELOAD_DURATION: Duration = Duration::from_secs(60);
 
-/// How long after a newer key is committed any replica may still sign
-/// with the one before: until its next reload, at most one reload interval
-/// (and the reload's own duration) later. A replica knows only its own
-/// interval, and replicas may be set differently, so the bound is the
-/// longest interval any of them can be set to.
-const LONGEST_SWITCH: Duration = MAX_KEY_RELOAD_INTERVAL.saturating_add(MAX_RELOAD_DURATION);
+/// How soon after a newer key is committed this replica signs with it: at
+/// its next reload, one interval (and the reload's own duration) later. It
+/// is stored for every running replica (`store::keys::report_replica`), so
+/// that a replaced key is kept for the slowest of them, whatever each is
+/// set to.
+pub fn switch_within(reload_interval: Duration, database_timeout: Duration) -> Duration {
+    reload_interval.saturating_add(MIN_RELOAD_DURATION.max(database_timeout.saturating_mul(4)))
+}
 
 /// When a key that no longer signs may be deleted, if that is to be stored
 /// (`None`: what is stored stands).
 ///
 /// Computed by the first replica that sees the key superseded: by then the
-/// newer key is committed, every replica signs with the newer key within
-/// `LONGEST_SWITCH`, and the last token signed with this one expires an
-/// access-token lifetime later, verified with `LEEWAY_SECONDS` of leeway.
+/// newer key is committed, every running replica signs with the newer key
+/// within `longest_switch` (the longest `switch_within` they reported), and
+/// the last token signed with this one expires an access-token lifetime
+/// later, verified with `LEEWAY_SECONDS` of leeway.
 /// A replica that signed with the key until this very reload postpones it,
 /// if need be, to its own last token's expiry: that covers a replica whose
 /// access tokens live longer than the first one's, or whose reloads failed
@@ -124,11 +124,21 @@ fn retire_after(
     signed_with_it_until_now: bool,
     now: DateTime<Utc>,
     ttl: TimeDelta,
+    longest_switch: Duration,
 ) -> Option<DateTime<Utc>> {
     let outlived = ttl + TimeDelta::seconds(LEEWAY_SECONDS);
+    let later = |span: TimeDelta| {
+        now.checked_add_signed(span)
+            .unwrap_or(DateTime::<Utc>::MAX_UTC)
+    };
     let wanted = match stored {
-        None => now + TimeDelta::from_std(LONGEST_SWITCH).unwrap_or(TimeDelta::MAX) + outlived,
-        Some(_) if signed_with_it_until_now => now + outlived,
+        None => later(
+            TimeDelta::from_std(longest_switch)
+                .unwrap_or(TimeDelta::MAX)
+                .checked_add(&outlived)
+                .unwrap_or(TimeDelta::MAX),
+        ),
+        Some(_) if signed_with_it_until_now => later(outlived),
         Some(_) => return None,
     };
     match stored {
@@ -442,6 +452,10 @@ pub struct TokenService {
     audience: String,
     ttl: Duration,
     reload_interval: Duration,
+    /// `switch_within` of this replica, as it reports it.
+    switch_within: Duration,
+    /// This process among the replicas that sign (`store::keys::report_replica`).
+    replica_id: Uuid,
     validation: Validation,
     ring: RwLock<Arc<KeyRing>>,
     /// Keyed by the SHA-256 of the whole token: a token that differs in any
@@ -474,6 +488,8 @@ impl TokenService {
             audience,
             ttl,
             reload_interval: KEY_RELOAD_INTERVAL,
+            switch_within: switch_within(KEY_RELOAD_INTERVAL, Duration::ZERO),
+            replica_id: Uuid::new_v4(),
             validation,
             ring,
             vouched: quick_cache::sync::Cache::new(VERIFIED_CACHE_CAPACITY),
@@ -484,9 +500,22 @@ impl TokenService {
     /// How often `reload` runs (`WARDEN_KEY_RELOAD_INTERVAL`). It does not
     /// decide when a replaced key goes (see `retire_after`), so replicas
     /// may be set differently.
-    pub fn with_reload_interval(mut self, interval: Duration) -> Self {
+    pub fn with_reload_interval(mut self, interval: Duration, database_timeout: Duration) -> Self {
         self.reload_interval = interval;
+        self.switch_within = switch_within(interval, database_timeout);
         self
+    }
+
+    /// Tells the other replicas how soon this one signs with a new key, so
+    /// that keys they retire outlive this one's use of them. Done at start
+    /// and at every reload. Returns the longest such time of the replicas
+    /// that run.
+    pub async fn report_replica(
+        &self,
+        db: &sea_orm::DatabaseConnection,
+        now: DateTime<Utc>,
+    ) -> Result<Duration> {
+        Ok(keys::report_replica(db, self.replica_id, self.switch_within, now).await?)
     }
 
     pub fn reload_interval(&self) -> Duration {
@@ -626,9 +655,20 @@ impl TokenService {
         };
         let current = self.ring();
         let ttl = TimeDelta::from_std(self.ttl).context("access token TTL")?;
+        // Best effort: a read-only database still reloads (and then stores
+        // no retire-after time either).
+        let longest_switch = match self.report_replica(db, now).await {
+            Ok(longest) => longest,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot report this replica's key reload interval");
+                self.switch_within
+            }
+        };
         for old in usable.iter().skip(1) {
             let signed_until_now = current.signer_kid == old.kid;
-            if let Some(at) = retire_after(old.retire_after, signed_until_now, now, ttl) {
+            if let Some(at) =
+                retire_after(old.retire_after, signed_until_now, now, ttl, longest_switch)
+            {
                 keys::postpone_retirement(db, &old.kid, at).await?;
                 tracing::info!(kid = %old.kid, retire_after = %at, "a replaced signing key retires after");
             }
@@ -1014,17 +1054,33 @@ mod tests {
     }
 
     const TTL: TimeDelta = TimeDelta::seconds(900);
+    const SWITCH: Duration = Duration::from_secs(90);
+
+    #[test]
+    fn a_replica_switches_within_its_reload_interval_and_a_reload_s_longest_run() {
+        assert_eq!(
+            switch_within(Duration::from_secs(30), Duration::from_secs(5)),
+            Duration::from_secs(90)
+        );
+        assert_eq!(
+            switch_within(Duration::from_secs(30), Duration::from_secs(60)),
+            Duration::from_secs(270)
+        );
+    }
 
     #[test]
     fn a_key_first_seen_replaced_retires_after_the_slowest_replica_switched_and_its_tokens_expired()
     {
-        let at = retire_after(None, false, now(), TTL).unwrap();
-        let longest_switch = TimeDelta::seconds(3600 + 60);
-        assert_eq!(at, now() + longest_switch + TTL + TimeDelta::seconds(5));
         // However short this replica's own reload interval: a replica set
-        // to reload once an hour may sign with the key that long.
+        // to reload every two hours may sign with the key that long.
+        let slowest = Duration::from_secs(2 * 3600 + 60);
+        let at = retire_after(None, false, now(), TTL, slowest).unwrap();
         assert_eq!(
-            retire_after(None, true, now(), TTL),
+            at,
+            now() + TimeDelta::seconds(2 * 3600 + 60) + TTL + TimeDelta::seconds(5)
+        );
+        assert_eq!(
+            retire_after(None, true, now(), TTL, slowest),
             Some(at),
             "the same for the replica that signed with it"
         );
@@ -1033,9 +1089,9 @@ mod tests {
     #[test]
     fn a_stored_retire_after_time_is_never_brought_forward() {
         let stored = now() + TimeDelta::hours(2);
-        assert_eq!(retire_after(Some(stored), false, now(), TTL), None);
+        assert_eq!(retire_after(Some(stored), false, now(), TTL, SWITCH), None);
         assert_eq!(
-            retire_after(Some(stored), true, now(), TTL),
+            retire_after(Some(stored), true, now(), TTL, SWITCH),
             None,
             "its own last token expires before that"
         );
@@ -1048,11 +1104,11 @@ mod tests {
         let stored = now() + TimeDelta::seconds(65);
         let hour = TimeDelta::hours(1);
         assert_eq!(
-            retire_after(Some(stored), true, now(), hour),
+            retire_after(Some(stored), true, now(), hour, SWITCH),
             Some(now() + hour + TimeDelta::seconds(5))
         );
         assert_eq!(
-            retire_after(Some(stored), false, now(), hour),
+            retire_after(Some(stored), false, now(), hour, SWITCH),
             None,
             "a replica that never signed with it has no tokens of it"
         );

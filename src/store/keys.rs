@@ -4,7 +4,9 @@ use sea_orm::{
     QueryFilter, QueryOrder, prelude::*, sea_query::Expr,
 };
 
-use super::entities::signing_key;
+use std::time::Duration;
+
+use super::entities::{signing_key, signing_replica};
 
 /// Keys not yet retired, newest first.
 pub async fn live<C: ConnectionTrait>(db: &C) -> Result<Vec<signing_key::Model>, DbErr> {
@@ -79,4 +81,52 @@ pub async fn set_private_key<C: ConnectionTrait>(
     .update(db)
     .await?;
     Ok(())
+}
+
+/// Says that replica `id` runs, and signs with a newly committed key within
+/// `switch_within`; forgets replicas not seen for twice their own bound and
+/// a minute (stopped ones). Returns the longest bound of the replicas that
+/// still run, this one included.
+pub async fn report_replica<C: ConnectionTrait>(
+    db: &C,
+    id: Uuid,
+    switch_within: Duration,
+    now: DateTime<Utc>,
+) -> Result<Duration, DbErr> {
+    let millis = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+    signing_replica::Entity::insert(signing_replica::ActiveModel {
+        replica_id: sea_orm::ActiveValue::Set(id),
+        switch_within_ms: sea_orm::ActiveValue::Set(millis(switch_within)),
+        seen_at: sea_orm::ActiveValue::Set(now),
+    })
+    .on_conflict(
+        sea_orm::sea_query::OnConflict::column(signing_replica::Column::ReplicaId)
+            .update_columns([
+                signing_replica::Column::SwitchWithinMs,
+                signing_replica::Column::SeenAt,
+            ])
+            .to_owned(),
+    )
+    .exec(db)
+    .await?;
+    let mut longest = switch_within;
+    for row in signing_replica::Entity::find().all(db).await? {
+        let bound = Duration::from_millis(u64::try_from(row.switch_within_ms).unwrap_or(0));
+        let forget_after = chrono::TimeDelta::from_std(bound.saturating_mul(2))
+            .unwrap_or(chrono::TimeDelta::MAX)
+            .checked_add(&chrono::TimeDelta::minutes(1))
+            .unwrap_or(chrono::TimeDelta::MAX);
+        let gone = row
+            .seen_at
+            .checked_add_signed(forget_after)
+            .is_some_and(|until| until < now);
+        if gone {
+            signing_replica::Entity::delete_by_id(row.replica_id)
+                .exec(db)
+                .await?;
+        } else {
+            longest = longest.max(bound);
+        }
+    }
+    Ok(longest)
 }

@@ -104,9 +104,12 @@ fn expiry_of(token: &str) -> DateTime<Utc> {
     DateTime::from_timestamp(claims["exp"].as_i64().unwrap(), 0).unwrap()
 }
 
-/// The longest any replica may still sign with a replaced key (the
-/// longest reload interval and one reload), and the leeway on `exp`.
-const LONGEST_SWITCH: Duration = Duration::from_secs(3600 + 60);
+/// How soon a replica with the default settings (a 30 s reload interval,
+/// a 5 s database timeout) signs with a new key.
+fn default_switch() -> Duration {
+    tokens::switch_within(Duration::from_secs(30), Duration::from_secs(5))
+}
+/// The leeway on `exp`.
 const LEEWAY: Duration = Duration::from_secs(5);
 
 fn kid_of(token: &str) -> String {
@@ -163,7 +166,7 @@ async fn after_a_rotation_old_tokens_verify_until_they_expire_then_the_old_key_l
     let at = retire_after(&app, &old_kid).await;
     assert_eq!(
         at,
-        app.now() + LONGEST_SWITCH + Duration::from_secs(60) + LEEWAY
+        app.now() + default_switch() + Duration::from_secs(60) + LEEWAY
     );
     app.clock.advance(until(&app, at - Duration::from_secs(1)));
     let early = app.state.tokens.reload(app.db(), app.now()).await.unwrap();
@@ -195,7 +198,7 @@ async fn a_retire_after_time_is_stored_once_and_later_reloads_keep_it() {
         .unwrap();
     app.state.tokens.reload(app.db(), app.now()).await.unwrap();
     let first = retire_after(&app, &old_kid).await;
-    app.clock.advance(Duration::from_secs(600));
+    app.clock.advance(Duration::from_secs(60));
     app.state.tokens.reload(app.db(), app.now()).await.unwrap();
     assert_eq!(
         retire_after(&app, &old_kid).await,
@@ -538,7 +541,8 @@ async fn replica_processes_reloading_every_second_and_every_three_both_keep_the_
         .expect("a retire-after time is stored");
     let fifteen_minutes = Duration::from_secs(15 * 60);
     assert!(at >= new_key.created_at + Duration::from_secs(3) + fifteen_minutes + LEEWAY);
-    assert!(at >= new_key.created_at + LONGEST_SWITCH + fifteen_minutes + LEEWAY);
+    let slower = tokens::switch_within(Duration::from_secs(3), Duration::from_secs(5));
+    assert!(at >= new_key.created_at + slower + fifteen_minutes + LEEWAY);
     // Tokens of both keys from both replicas verify on both.
     for token in &issued {
         for client in &clients {
@@ -675,4 +679,36 @@ async fn without_a_key_encryption_key_a_server_on_postgres_warns_and_one_on_sqli
     let (code, logs) = sealed.stop().await;
     assert_eq!(code, Some(0), "{logs:#?}");
     assert!(!logs.iter().any(|l| l.contains(warning)), "{logs:#?}");
+}
+
+/// Reload intervals have no upper bound: a replica that reloads every two
+/// hours may sign with a replaced key for two hours, and the replica that
+/// first sees the key replaced keeps it for that long, because every
+/// running replica reports how soon it switches.
+#[tokio::test]
+async fn a_replaced_key_outlives_the_slowest_running_replica_s_switch_whatever_its_interval() {
+    let ttl = Duration::from_secs(60);
+    let a = spawn_app_with(|c| {
+        c.key_reload_interval = Duration::from_secs(1);
+        c.access_token_ttl = ttl;
+    })
+    .await;
+    let slow = Duration::from_secs(2 * 3600);
+    let b = spawn_app_on(a.database.share(), |c| {
+        c.key_reload_interval = slow;
+        c.access_token_ttl = ttl;
+    })
+    .await;
+    align(&a, &b);
+    a.register(ADMIN_EMAIL, PASSWORD).await.unwrap();
+    let old_kid = kid_of(&admin_token(&a).await);
+    tokens::rotate_keys(a.db(), a.now(), None).await.unwrap();
+    a.state.tokens.reload(a.db(), a.now()).await.unwrap();
+    let at = retire_after(&a, &old_kid).await;
+    let switch = tokens::switch_within(slow, Duration::from_secs(5));
+    assert!(
+        at >= a.now() + chrono::TimeDelta::from_std(switch + ttl).unwrap(),
+        "kept while B may still sign with it: {at:?}"
+    );
+    drop(b);
 }
