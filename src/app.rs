@@ -17,11 +17,10 @@ use sea_orm::DatabaseConnection;
 use tokio::{
     net::TcpListener,
     sync::{Notify, watch},
+    task::JoinHandle,
 };
-use tonic::{
-    service::interceptor::InterceptedService,
-    transport::{Certificate, Identity, Server, ServerTlsConfig},
-};
+use tokio_rustls::TlsAcceptor;
+use tonic::{service::interceptor::InterceptedService, transport::Server};
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
@@ -34,6 +33,7 @@ use crate::{
     },
     grpc::{auth::AuthApi, bearer::BearerCheck, observe::ObserveLayer, user_admin::UserAdminApi},
     http,
+    limits::{self, ConnectionLimits, in_flight::InFlightLayer},
     metrics::Metrics,
     proto::{
         FILE_DESCRIPTOR_SET,
@@ -86,8 +86,10 @@ pub struct Application {
     state: Arc<AppState>,
     grpc: TcpListener,
     http: TcpListener,
-    tls: Option<ServerTlsConfig>,
-    max_connections: usize,
+    tls: Option<TlsAcceptor>,
+    grpc_limits: ConnectionLimits,
+    http_limits: ConnectionLimits,
+    max_requests_in_flight: usize,
     request_timeout: Duration,
     drain_timeout: Duration,
 }
@@ -146,8 +148,13 @@ impl Application {
                 &keys,
                 config.key_encryption_key.clone(),
             )?
-            .with_reload_interval(config.key_reload_interval),
+            .with_reload_interval(config.key_reload_interval, config.database_timeout),
         );
+        // Before this replica signs: replicas retiring a key from now on
+        // keep it for as long as this one may still sign with it.
+        if let Err(e) = tokens.report_replica(&db, clock.now()).await {
+            tracing::warn!(error = %e, "cannot report this replica's key reload interval");
+        }
         let hasher = Hasher::new(config.hashing, hashing_concurrency())?;
         let settings = AccountSettings {
             policy: PasswordPolicy {
@@ -188,7 +195,15 @@ impl Application {
             grpc,
             http,
             tls,
-            max_connections: config.max_connections,
+            grpc_limits: ConnectionLimits {
+                max_connections: config.max_connections,
+                handshake_timeout: config.handshake_timeout,
+            },
+            http_limits: ConnectionLimits {
+                max_connections: config.http_max_connections,
+                handshake_timeout: config.handshake_timeout,
+            },
+            max_requests_in_flight: config.max_requests_in_flight,
             request_timeout: config.request_timeout,
             drain_timeout: config.drain_timeout,
         })
@@ -211,7 +226,8 @@ impl Application {
     }
 
     /// Serves until `shutdown` resolves; then reports NOT_SERVING, stops
-    /// accepting, and lets calls in flight finish.
+    /// accepting, and lets calls in flight finish (for at most the drain
+    /// timeout); then stops the background loops and closes the database.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -222,7 +238,9 @@ impl Application {
             grpc,
             http,
             tls,
-            max_connections,
+            grpc_limits,
+            http_limits,
+            max_requests_in_flight,
             request_timeout,
             drain_timeout,
         } = self;
@@ -233,15 +251,18 @@ impl Application {
             .await;
 
         let (stop_tx, stop_rx) = watch::channel(false);
-        let watcher = tokio::spawn(watch_database(
-            state.clone(),
-            reporter.clone(),
-            stop_rx.clone(),
-        ));
-        let pruner = tokio::spawn(prune_periodically(state.clone(), stop_rx.clone()));
-        let key_reloader = tokio::spawn(reload_keys_periodically(state.clone(), stop_rx.clone()));
+        let background = [
+            tokio::spawn(watch_database(
+                state.clone(),
+                reporter.clone(),
+                stop_rx.clone(),
+            )),
+            tokio::spawn(prune_periodically(state.clone(), stop_rx.clone())),
+            tokio::spawn(reload_keys_periodically(state.clone(), stop_rx.clone())),
+        ];
         tokio::spawn({
             let state = state.clone();
+            let stop_tx = stop_tx.clone();
             async move {
                 shutdown.await;
                 tracing::info!("shutting down: draining calls in flight");
@@ -266,8 +287,10 @@ impl Application {
         );
 
         // Outermost first: CORS answers browsers' preflights, grpc-web turns
-        // browser calls into gRPC, then every call is observed.
-        let mut builder = Server::builder()
+        // browser calls into gRPC, every call is observed (refusals too),
+        // then calls beyond the in-flight cap are refused. TCP keepalive and
+        // TLS are set up by `limits::incoming`, not here.
+        let router = Server::builder()
             .accept_http1(true)
             .layer(tower::util::option_layer(cors))
             .layer(tonic_web::GrpcWebLayer::new())
@@ -275,32 +298,38 @@ impl Application {
                 state.metrics.clone(),
                 state.database_trouble.clone(),
             ))
+            .layer(InFlightLayer::new(max_requests_in_flight))
             .timeout(request_timeout)
             .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-            .tcp_keepalive(Some(Duration::from_secs(60)));
-        if let Some(tls) = tls {
-            builder = builder.tls_config(tls).context("TLS configuration")?;
-        }
-        let grpc_server = builder
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(auth)
-            .add_service(user_admin)
-            .serve_with_incoming_shutdown(
-                crate::limits::limited_incoming(
-                    grpc,
-                    max_connections,
-                    crate::limits::FIRST_BYTE_TIMEOUT,
-                ),
+            .add_service(user_admin);
+        // One server either way; the connection types differ (and with them
+        // the peer information handlers find: TcpConnectInfo, or
+        // TlsConnectInfo<TcpConnectInfo>).
+        let grpc_server: store::BoxFuture<'static, Result<(), tonic::transport::Error>> = match tls
+        {
+            Some(tls) => Box::pin(router.serve_with_incoming_shutdown(
+                limits::incoming(grpc, grpc_limits, tls),
                 stopped(stop_rx.clone()),
-            );
-        let http_server = axum::serve(http, http::router(state.clone()))
-            .with_graceful_shutdown(stopped(stop_rx.clone()));
+            )),
+            None => Box::pin(router.serve_with_incoming_shutdown(
+                limits::incoming(grpc, grpc_limits, limits::Plain),
+                stopped(stop_rx.clone()),
+            )),
+        };
+        let http_server = http::serve(
+            http,
+            http::router(state.clone()),
+            http_limits,
+            stopped(stop_rx.clone()),
+        );
 
-        let servers = async { tokio::join!(grpc_server, http_server.into_future()) };
+        let servers = async { tokio::join!(grpc_server, http_server) };
         let drain_limit = async {
             stopped(stop_rx.clone()).await;
             tokio::time::sleep(drain_timeout).await;
@@ -309,23 +338,76 @@ impl Application {
             results = servers => Some(results),
             () = drain_limit => None,
         };
-        watcher.abort();
-        pruner.abort();
-        key_reloader.abort();
-        match outcome {
-            Some((grpc_result, http_result)) => {
-                grpc_result.context("gRPC server")?;
-                http_result.context("HTTP side port")?;
-            }
+        if outcome.is_none() {
             // Calls still open are cut off: a deploy must not hang on a
             // client that never hangs up.
-            None => tracing::warn!(
+            tracing::warn!(
                 drain_timeout = %humantime::format_duration(drain_timeout),
                 "calls still in flight after the drain timeout; stopping anyway"
-            ),
+            );
+        }
+        // Also when a server failed and no signal came.
+        let _ = stop_tx.send(true);
+        let limit = state.database_timeout * 2;
+        finish_background(background, limit).await;
+        close_database(&state.db, limit).await;
+        if let Some((grpc_result, ())) = outcome {
+            grpc_result.context("gRPC server")?;
         }
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Waits for the background loops, which stop between two rounds once told
+/// to: a prune or a key reload under way finishes rather than being cut off
+/// mid-transaction, and none of them touches the database once it is
+/// closed. Each round is a few statements, each bounded by the database
+/// timeout; one that still runs at `limit` is cancelled (its transaction
+/// rolls back).
+async fn finish_background(tasks: impl IntoIterator<Item = JoinHandle<()>>, limit: Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    for task in tasks {
+        let cancel = task.abort_handle();
+        match tokio::time::timeout_at(deadline, task).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "a background task failed"),
+            Err(_) => {
+                cancel.abort();
+                tracing::warn!(
+                    limit = %humantime::format_duration(limit),
+                    "a background task did not stop in time; cancelled"
+                );
+            }
+        }
+    }
+}
+
+/// Closes the pool once nothing needs it any more. On SQLite this is what
+/// folds the write-ahead log back into the database file and removes it,
+/// so that after a stop the file alone is the whole database; a process
+/// that exits with the pool open leaves recent writes in `-wal`, and a copy
+/// of the file without it is incomplete or corrupt. Waits for connections
+/// still checked out (calls cut off by the drain timeout) for at most
+/// `limit`.
+async fn close_database(db: &DatabaseConnection, limit: Duration) {
+    match tokio::time::timeout(limit, store::close(db)).await {
+        Ok(Ok(store::Closed::Plain)) => tracing::info!("database closed"),
+        Ok(Ok(store::Closed::LogFoldedIn)) => {
+            tracing::info!("database closed; its write-ahead log is folded into the file");
+        }
+        Ok(Ok(store::Closed::LogRemains { wal, reason })) => tracing::warn!(
+            wal = %wal.display(),
+            reason,
+            "database closed, but its write-ahead log remains: the database file alone is not \
+             a complete copy (use `warden backup`)"
+        ),
+        Ok(Err(e)) => tracing::warn!(error = %e, "closing the database failed"),
+        Err(_) => tracing::warn!(
+            limit = %humantime::format_duration(limit),
+            "the database did not close in time (connections still in use); \
+             its write-ahead log may remain"
+        ),
     }
 }
 
@@ -493,17 +575,97 @@ fn cors_layer(origins: &[String]) -> anyhow::Result<Option<tower_http::cors::Cor
     ))
 }
 
-async fn tls_config(files: &TlsFiles) -> anyhow::Result<ServerTlsConfig> {
+/// The server's TLS: its certificate chain and key, and with a client CA,
+/// mTLS (a client without a certificate that CA signed is refused). ALPN
+/// offers h2 only, as tonic's own TLS did.
+async fn tls_config(files: &TlsFiles) -> anyhow::Result<TlsAcceptor> {
+    use tokio_rustls::rustls::{
+        RootCertStore, ServerConfig,
+        crypto::ring::default_provider,
+        pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _},
+        server::WebPkiClientVerifier,
+    };
     let read = |path: std::path::PathBuf| async move {
         tokio::fs::read(&path)
             .await
             .with_context(|| format!("cannot read {}", path.display()))
     };
-    let cert = read(files.cert.clone()).await?;
-    let key = read(files.key.clone()).await?;
-    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
-    if let Some(ca) = &files.client_ca {
-        tls = tls.client_ca_root(Certificate::from_pem(read(ca.clone()).await?));
+    let certificates = |pem: &[u8], path: &std::path::Path| {
+        let certs = CertificateDer::pem_slice_iter(pem)
+            .collect::<Result<Vec<_>, _>>()
+            .ok()
+            .filter(|certs| !certs.is_empty());
+        certs.with_context(|| format!("{} holds no PEM certificate", path.display()))
+    };
+    let chain = certificates(&read(files.cert.clone()).await?, &files.cert)?;
+    // The parser's error can quote a line of the file: not for a key.
+    let key = PrivateKeyDer::from_pem_slice(&read(files.key.clone()).await?)
+        .ok()
+        .with_context(|| format!("{} holds no PEM private key", files.key.display()))?;
+    let provider = Arc::new(default_provider());
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .context("TLS configuration")?;
+    let builder = match &files.client_ca {
+        None => builder.with_no_client_auth(),
+        Some(path) => {
+            let mut roots = RootCertStore::empty();
+            let (added, _) =
+                roots.add_parsable_certificates(certificates(&read(path.clone()).await?, path)?);
+            anyhow::ensure!(
+                added > 0,
+                "{} holds no usable CA certificate",
+                path.display()
+            );
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .context("TLS client CA")?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder
+        .with_single_cert(chain, key)
+        .context("TLS certificate and key")?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+
+    /// A prune or key reload under way when the stop comes must end by
+    /// itself, not be cut off mid-transaction, before the database closes.
+    #[tokio::test]
+    async fn a_background_round_under_way_is_waited_for_not_cut_off() {
+        let finished = Arc::new(AtomicUsize::new(0));
+        let round = |finished: Arc<AtomicUsize>| {
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                finished.fetch_add(1, Ordering::SeqCst);
+            })
+        };
+        let tasks = [
+            round(finished.clone()),
+            round(finished.clone()),
+            round(finished.clone()),
+        ];
+        finish_background(tasks, Duration::from_secs(30)).await;
+        assert_eq!(finished.load(Ordering::SeqCst), 3);
     }
-    Ok(tls)
+
+    /// One that hangs must not keep the process from stopping.
+    #[tokio::test]
+    async fn a_background_task_that_hangs_is_cancelled_at_the_limit() {
+        let hung = tokio::spawn(std::future::pending::<()>());
+        let probe = hung.abort_handle();
+        let started = tokio::time::Instant::now();
+        let tasks = [hung, tokio::spawn(async {}), tokio::spawn(async {})];
+        finish_background(tasks, Duration::from_millis(100)).await;
+        assert!(started.elapsed() < Duration::from_secs(10));
+        tokio::task::yield_now().await;
+        assert!(probe.is_finished(), "cancelled");
+    }
 }

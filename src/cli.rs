@@ -18,6 +18,8 @@ use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
+mod backup;
+
 use crate::{
     app::{self, Application},
     config::{
@@ -43,18 +45,19 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::DescriptorSet => descriptor_set(),
         Command::Healthcheck(args) => healthcheck(args).await,
         Command::Keys(KeysCommand::Rotate(args)) => rotate_keys(args).await,
+        Command::Backup(args) => backup::run(args).await,
     }
 }
 
-async fn rotate_keys(args: RotateArgs) -> ExitCode {
+async fn rotate_keys(mut args: RotateArgs) -> ExitCode {
     init_logs(&args.log);
+    args.encryption
+        .read_key_from_environment()
+        .unwrap_or_else(|e| settings_error(e));
     let kek = args.encryption.key_encryption_key;
     let result = async {
         let db =
             app::open_database(&args.database.database_url, args.database.database_timeout).await?;
-        // Refuse to add a clear key next to encrypted ones, or the other
-        // way round: every key must open with what the servers have.
-        tokens::load_or_create_keys(&db, SystemClock.now(), kek.as_ref()).await?;
         Ok::<_, anyhow::Error>(tokens::rotate_keys(&db, SystemClock.now(), kek.as_ref()).await?)
     }
     .await;
@@ -87,8 +90,11 @@ fn failed(e: &anyhow::Error) -> ExitCode {
     ExitCode::FAILURE
 }
 
-async fn serve(args: ServeArgs) -> ExitCode {
+async fn serve(mut args: ServeArgs) -> ExitCode {
     init_logs(&args.log);
+    args.encryption
+        .read_key_from_environment()
+        .unwrap_or_else(|e| settings_error(e));
     survive_file_size_limit();
     let config = args.into_config().unwrap_or_else(|e| settings_error(e));
     let app = match Application::build(config, Arc::new(SystemClock)).await {

@@ -21,6 +21,8 @@ use chrono::{TimeDelta, Utc};
 use clap::{Args, Parser, Subcommand, ValueEnum, value_parser};
 use ipnet::IpNet;
 
+use zeroize::Zeroizing;
+
 use crate::domain::{key_encryption::KeyEncryptionKey, password::HashingCost};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
@@ -37,7 +39,9 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Migrate the database, then serve gRPC and the HTTP side port until
-    /// SIGTERM or SIGINT.
+    /// SIGTERM or SIGINT. The key-encryption key, if any, comes from
+    /// WARDEN_KEY_ENCRYPTION_KEY or the file named by
+    /// WARDEN_KEY_ENCRYPTION_KEY_FILE.
     Serve(Box<ServeArgs>),
     /// Apply pending migrations and exit.
     Migrate(MigrateArgs),
@@ -53,24 +57,132 @@ pub enum Command {
     /// Manage the keys that sign access tokens.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Write a consistent copy of the SQLite database to PATH, safe while
+    /// servers write to it; the copy is a whole database on its own. On
+    /// PostgreSQL, prints the pg_dump command to use instead (exit 2).
+    Backup(BackupArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BackupArgs {
+    /// The file to write; its directory must exist.
+    pub path: PathBuf,
+    /// Replace PATH if it exists.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub log: LogArgs,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
     /// Add a new signing key. Running servers sign with it within their
-    /// WARDEN_KEY_RELOAD_INTERVAL (30 s by default);
-    /// older keys keep verifying until the tokens they signed have expired,
-    /// then are removed.
+    /// WARDEN_KEY_RELOAD_INTERVAL (30 s by default); older keys keep
+    /// verifying until no token they signed can be live, then are removed.
+    /// The key-encryption key, if any, comes from WARDEN_KEY_ENCRYPTION_KEY
+    /// or the file named by WARDEN_KEY_ENCRYPTION_KEY_FILE.
     Rotate(RotateArgs),
 }
 
+/// The variable that holds the key-encryption key itself.
+pub const KEY_ENCRYPTION_KEY_VAR: &str = "WARDEN_KEY_ENCRYPTION_KEY";
+/// The variable that names a file holding it (a mounted secret).
+pub const KEY_ENCRYPTION_KEY_FILE_VAR: &str = "WARDEN_KEY_ENCRYPTION_KEY_FILE";
+/// Far more than a key written as text needs; a file larger than this is
+/// not a key (and `/dev/zero` by mistake is not read for ever).
+const KEY_FILE_MAX_BYTES: u64 = 1024;
+
+/// The key-encryption key: 32 bytes (base64 or hex) that seal the signing
+/// keys stored in the database. Only from `WARDEN_KEY_ENCRYPTION_KEY` or
+/// the file named by `WARDEN_KEY_ENCRYPTION_KEY_FILE`, never from a flag:
+/// a command line shows in `ps` and in shell history.
 #[derive(Debug, Clone, Args)]
 pub struct KeyEncryptionArgs {
-    /// 32 bytes (base64 or hex) that encrypt the signing keys stored in the
-    /// database; off when unset. Keys stored in the clear are encrypted at
-    /// start once it is set.
-    #[arg(long, env = "WARDEN_KEY_ENCRYPTION_KEY", hide_env_values = true, value_parser = KeyEncryptionKey::parse)]
+    /// The flag of earlier releases, taken only to be refused with a
+    /// message saying what to do instead (its value is never read, so it is
+    /// never echoed).
+    #[arg(long = "key-encryption-key", hide = true, num_args = 0..=1,
+          default_missing_value = "", allow_hyphen_values = true,
+          value_parser = |_: &str| Ok::<_, String>(KeyOnCommandLine))]
+    refused_flag: Option<KeyOnCommandLine>,
+    /// Filled by `read_key` from the environment.
+    #[arg(skip)]
     pub key_encryption_key: Option<KeyEncryptionKey>,
+}
+
+/// That `--key-encryption-key` was given, and nothing of what followed it.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyOnCommandLine;
+
+impl KeyEncryptionArgs {
+    /// `read_key` from the process environment.
+    pub fn read_key_from_environment(&mut self) -> Result<(), String> {
+        self.read_key(|name| std::env::var_os(name))
+    }
+
+    /// Reads the key from `WARDEN_KEY_ENCRYPTION_KEY` or from the file named
+    /// by `WARDEN_KEY_ENCRYPTION_KEY_FILE` (`var` looks a variable up: the
+    /// process environment, or a test's). Any trouble is a settings error
+    /// naming the variable, never quoting the key.
+    pub fn read_key(
+        &mut self,
+        var: impl Fn(&str) -> Option<std::ffi::OsString>,
+    ) -> Result<(), String> {
+        if self.refused_flag.is_some() {
+            return Err(format!(
+                "--key-encryption-key is not accepted: a key on the command line shows in `ps` \
+                 and in shell history; set {KEY_ENCRYPTION_KEY_VAR}, or \
+                 {KEY_ENCRYPTION_KEY_FILE_VAR} to a file that holds the key"
+            ));
+        }
+        self.key_encryption_key = match (
+            var(KEY_ENCRYPTION_KEY_VAR),
+            var(KEY_ENCRYPTION_KEY_FILE_VAR),
+        ) {
+            (None, None) => None,
+            (Some(_), Some(_)) => {
+                return Err(format!(
+                    "{KEY_ENCRYPTION_KEY_VAR} and {KEY_ENCRYPTION_KEY_FILE_VAR} are both set: set \
+                     one of them"
+                ));
+            }
+            (Some(text), None) => {
+                let text = Zeroizing::new(
+                    text.into_string()
+                        .map_err(|_| format!("{KEY_ENCRYPTION_KEY_VAR} is not UTF-8"))?,
+                );
+                Some(
+                    KeyEncryptionKey::parse(&text)
+                        .map_err(|e| format!("{KEY_ENCRYPTION_KEY_VAR} {e}"))?,
+                )
+            }
+            (None, Some(path)) => Some(read_key_file(PathBuf::from(path).as_path())?),
+        };
+        Ok(())
+    }
+}
+
+fn read_key_file(path: &std::path::Path) -> Result<KeyEncryptionKey, String> {
+    use std::io::Read as _;
+    let name = KEY_ENCRYPTION_KEY_FILE_VAR;
+    let cannot_read = |e: std::io::Error| format!("{name}: cannot read {}: {e}", path.display());
+    let mut text = Zeroizing::new(Vec::new());
+    std::fs::File::open(path)
+        .map_err(cannot_read)?
+        .take(KEY_FILE_MAX_BYTES + 1)
+        .read_to_end(&mut text)
+        .map_err(cannot_read)?;
+    if text.len() as u64 > KEY_FILE_MAX_BYTES {
+        return Err(format!(
+            "{name}: {} is larger than a key ({KEY_FILE_MAX_BYTES} bytes at most)",
+            path.display()
+        ));
+    }
+    let text = std::str::from_utf8(&text)
+        .map_err(|_| format!("{name}: {} is not text", path.display()))?;
+    KeyEncryptionKey::parse(text).map_err(|e| format!("{name}: the key in {} {e}", path.display()))
 }
 
 #[derive(Debug, Clone, Args)]
@@ -255,6 +367,21 @@ pub struct ServeArgs {
     #[arg(long, env = "WARDEN_MAX_CONNECTIONS", default_value_t = 1024,
           value_parser = value_parser!(u32).range(1..))]
     pub max_connections: u32,
+    /// How long a new connection (either port) may take to finish its TLS
+    /// handshake and send its first complete request head before it is
+    /// closed; at least 1s.
+    #[arg(long, env = "WARDEN_HANDSHAKE_TIMEOUT", default_value = "5s", value_parser = parse_duration_setting)]
+    pub handshake_timeout: Duration,
+    /// gRPC calls in flight at most, across all connections; more are
+    /// answered OVERLOADED at once. Health checks have places of their own.
+    #[arg(long, env = "WARDEN_MAX_REQUESTS_IN_FLIGHT", default_value_t = 1024,
+          value_parser = value_parser!(u32).range(1..))]
+    pub max_requests_in_flight: u32,
+    /// Open connections to the HTTP side port at most; more wait to be
+    /// accepted.
+    #[arg(long, env = "WARDEN_HTTP_MAX_CONNECTIONS", default_value_t = 256,
+          value_parser = value_parser!(u32).range(1..))]
+    pub http_max_connections: u32,
     /// After SIGTERM, how long calls in flight may take to finish; 0s or
     /// more.
     #[arg(long, env = "WARDEN_DRAIN_TIMEOUT", default_value = "30s", value_parser = parse_drain_timeout)]
@@ -263,9 +390,9 @@ pub struct ServeArgs {
     #[arg(long, env = "WARDEN_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_request_timeout)]
     pub request_timeout: Duration,
     /// How often signing keys are reloaded from the database (a key rotated
-    /// anywhere signs here, and is published here, within this time); it
-    /// also sets how long a replaced key is kept. The same on every
-    /// replica; at least 1s.
+    /// anywhere signs here, and is published here, within this time); at
+    /// least 1s. Replicas may differ: each reports its own, and a replaced
+    /// key is kept until the slowest has switched.
     #[arg(long, env = "WARDEN_KEY_RELOAD_INTERVAL", default_value = "30s", value_parser = parse_duration_setting)]
     pub key_reload_interval: Duration,
     /// Comma-separated CIDRs whose `x-forwarded-for` is believed.
@@ -309,6 +436,9 @@ impl ServeArgs {
             cors_origins: self.cors_origins,
             drain_timeout: self.drain_timeout,
             max_connections: self.max_connections as usize,
+            handshake_timeout: self.handshake_timeout,
+            max_requests_in_flight: self.max_requests_in_flight as usize,
+            http_max_connections: self.http_max_connections as usize,
             request_timeout: self.request_timeout,
             trusted_proxies: self.trusted_proxies,
         })
@@ -383,6 +513,9 @@ pub struct Config {
     pub cors_origins: Vec<String>,
     pub drain_timeout: Duration,
     pub max_connections: usize,
+    pub handshake_timeout: Duration,
+    pub max_requests_in_flight: usize,
+    pub http_max_connections: usize,
     pub request_timeout: Duration,
     pub trusted_proxies: Vec<IpNet>,
 }
@@ -582,6 +715,35 @@ mod tests {
             (c.database_timeout, c.key_reload_interval),
             (Duration::from_secs(5), Duration::from_secs(30))
         );
+        assert_eq!(
+            (
+                c.handshake_timeout,
+                c.max_requests_in_flight,
+                c.http_max_connections
+            ),
+            (Duration::from_secs(5), 1024, 256)
+        );
+    }
+
+    #[test]
+    fn the_handshake_timeout_is_at_least_a_second_with_no_upper_bound() {
+        for (value, expected) in [("1s", 1), ("90s", 90), ("100years", 3_155_760_000)] {
+            let Command::Serve(args) = serve(&["--handshake-timeout", value]).unwrap().command
+            else {
+                panic!("not serve");
+            };
+            assert_eq!(args.handshake_timeout, Duration::from_secs(expected));
+        }
+        for value in ["999ms", "0s", "soon"] {
+            let err = serve(&["--handshake-timeout", value]).unwrap_err();
+            assert_eq!(err.exit_code(), 2);
+            assert!(err.to_string().contains("handshake-timeout"), "{err}");
+        }
+        for flag in ["--max-requests-in-flight", "--http-max-connections"] {
+            let err = serve(&[flag, "0"]).unwrap_err();
+            assert_eq!(err.exit_code(), 2);
+            assert!(err.to_string().contains(&flag[2..]), "{err}");
+        }
     }
 
     /// The settings `serve` would run with, or the usage error (exit
@@ -886,6 +1048,131 @@ mod tests {
             "ftp://x",
         ] {
             assert!(parse_origin(bad).is_err(), "{bad}");
+        }
+    }
+
+    fn rotate_args(args: &[&str]) -> KeyEncryptionArgs {
+        match Cli::try_parse_from(["warden", "keys", "rotate"].iter().chain(args))
+            .unwrap()
+            .command
+        {
+            Command::Keys(KeysCommand::Rotate(rotate)) => rotate.encryption,
+            _ => panic!("not keys rotate"),
+        }
+    }
+
+    /// A lookup of `vars` instead of the process environment.
+    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<std::ffi::OsString> + 'a {
+        move |name| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.into())
+    }
+
+    const KEK_BASE64: &str = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
+
+    #[test]
+    fn the_key_encryption_key_flag_is_refused_naming_the_variables_and_never_echoed() {
+        let secret = KEK_BASE64;
+        let joined = format!("--key-encryption-key={secret}");
+        for args in [
+            vec!["--key-encryption-key", secret],
+            vec![joined.as_str()],
+            vec!["--key-encryption-key"],
+        ] {
+            let mut encryption = rotate_args(&args);
+            let refused = encryption.read_key(env(&[])).unwrap_err();
+            assert!(refused.contains("WARDEN_KEY_ENCRYPTION_KEY,"), "{refused}");
+            assert!(
+                refused.contains("WARDEN_KEY_ENCRYPTION_KEY_FILE"),
+                "{refused}"
+            );
+            assert!(!refused.contains(secret), "{refused}");
+            assert!(encryption.key_encryption_key.is_none());
+        }
+        let Command::Serve(mut serve) = serve(&["--key-encryption-key", secret]).unwrap().command
+        else {
+            panic!("not serve");
+        };
+        assert!(
+            serve.encryption.read_key(env(&[])).is_err(),
+            "serve refuses it too"
+        );
+    }
+
+    #[test]
+    fn the_key_encryption_key_comes_from_its_variable_or_a_file_it_names() {
+        let mut encryption = rotate_args(&[]);
+        encryption.read_key(env(&[])).unwrap();
+        assert!(encryption.key_encryption_key.is_none(), "off by default");
+
+        encryption
+            .read_key(env(&[("WARDEN_KEY_ENCRYPTION_KEY", KEK_BASE64)]))
+            .unwrap();
+        let expected = KeyEncryptionKey::parse(KEK_BASE64).unwrap();
+        assert_eq!(encryption.key_encryption_key.as_ref(), Some(&expected));
+
+        // As `openssl rand -base64 32 > file` writes it: with a newline.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("kek");
+        std::fs::write(&file, format!("{KEK_BASE64}\n")).unwrap();
+        let path = file.to_str().unwrap();
+        let mut encryption = rotate_args(&[]);
+        encryption
+            .read_key(env(&[("WARDEN_KEY_ENCRYPTION_KEY_FILE", path)]))
+            .unwrap();
+        assert_eq!(encryption.key_encryption_key.as_ref(), Some(&expected));
+    }
+
+    #[test]
+    fn a_bad_key_encryption_key_setting_is_an_error_naming_its_variable() {
+        let dir = tempfile::tempdir().unwrap();
+        let malformed = dir.path().join("malformed");
+        std::fs::write(&malformed, "c2hvcnQ=\n").unwrap();
+        let huge = dir.path().join("huge");
+        std::fs::write(&huge, "A".repeat(4096)).unwrap();
+        let missing = dir.path().join("missing");
+        let (malformed, huge, missing) = (
+            malformed.to_str().unwrap(),
+            huge.to_str().unwrap(),
+            missing.to_str().unwrap(),
+        );
+        let cases: [(&[(&str, &str)], &str); 6] = [
+            (
+                &[
+                    ("WARDEN_KEY_ENCRYPTION_KEY", KEK_BASE64),
+                    ("WARDEN_KEY_ENCRYPTION_KEY_FILE", malformed),
+                ],
+                "both set",
+            ),
+            (
+                &[("WARDEN_KEY_ENCRYPTION_KEY", "c2hvcnQ=")],
+                "WARDEN_KEY_ENCRYPTION_KEY must",
+            ),
+            (
+                &[("WARDEN_KEY_ENCRYPTION_KEY", "")],
+                "WARDEN_KEY_ENCRYPTION_KEY must",
+            ),
+            (
+                &[("WARDEN_KEY_ENCRYPTION_KEY_FILE", malformed)],
+                "WARDEN_KEY_ENCRYPTION_KEY_FILE",
+            ),
+            (
+                &[("WARDEN_KEY_ENCRYPTION_KEY_FILE", huge)],
+                "larger than a key",
+            ),
+            (
+                &[("WARDEN_KEY_ENCRYPTION_KEY_FILE", missing)],
+                "cannot read",
+            ),
+        ];
+        for (vars, expected) in cases {
+            let mut encryption = rotate_args(&[]);
+            let refused = encryption.read_key(env(vars)).unwrap_err();
+            assert!(refused.contains(expected), "{vars:?}: {refused}");
+            assert!(refused.contains("WARDEN_KEY_ENCRYPTION_KEY"), "{refused}");
+            assert!(
+                !refused.contains("c2hvcnQ"),
+                "never quotes the key: {refused}"
+            );
+            assert!(encryption.key_encryption_key.is_none());
         }
     }
 

@@ -60,6 +60,7 @@ impl Key {
             public_key: self.verifying().to_bytes().to_vec(),
             created_at,
             retired_at: None,
+            retire_after: None,
         }
     }
 }

@@ -20,6 +20,7 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
+use zeroize::Zeroizing;
 
 use super::key_encryption::{self, KeyEncryptionKey};
 use crate::{
@@ -68,9 +69,9 @@ pub fn generate_signing_key(
     now: DateTime<Utc>,
     kek: Option<&KeyEncryptionKey>,
 ) -> Result<signing_key::Model> {
-    let mut seed = [0u8; 32];
-    getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
-    // `SigningKey` wipes itself on drop.
+    let mut seed = Zeroizing::new([0u8; 32]);
+    getrandom::fill(seed.as_mut_slice()).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    // `SigningKey` and the PKCS#8 document wipe themselves on drop.
     let key = ed25519_dalek::SigningKey::from_bytes(&seed);
     let private_der = key
         .to_pkcs8_der()
@@ -84,35 +85,199 @@ pub fn generate_signing_key(
         public_key,
         created_at: now,
         retired_at: None,
+        retire_after: None,
     })
 }
 
 /// How often every server reloads the signing keys from the database, so
 /// that a key rotated anywhere is used and published everywhere: the
 /// default of `WARDEN_KEY_RELOAD_INTERVAL`.
-pub const KEY_RELOAD_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+pub const KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(30);
+/// How long one reload may take beyond its interval, at least: its few
+/// queries are each bounded by `WARDEN_DATABASE_TIMEOUT`.
+const MIN_RELOAD_DURATION: Duration = Duration::from_secs(60);
+
+/// How soon after a newer key is committed this replica signs with it: at
+/// its next reload, one interval (and the reload's own duration) later. It
+/// is stored for every running replica (`store::keys::report_replica`), so
+/// that a replaced key is kept for the slowest of them, whatever each is
+/// set to.
+pub fn switch_within(reload_interval: Duration, database_timeout: Duration) -> Duration {
+    reload_interval.saturating_add(MIN_RELOAD_DURATION.max(database_timeout.saturating_mul(4)))
+}
+
+/// When a key that no longer signs may be deleted, if that is to be stored
+/// (`None`: what is stored stands).
+///
+/// Computed by the first replica that sees the key superseded: by then the
+/// newer key is committed, every running replica signs with the newer key
+/// within `longest_switch` (the longest `switch_within` they reported), and
+/// the last token signed with this one expires an access-token lifetime
+/// later, verified with `LEEWAY_SECONDS` of leeway.
+/// A replica that signed with the key until this very reload postpones it,
+/// if need be, to its own last token's expiry: that covers a replica whose
+/// access tokens live longer than the first one's, or whose reloads failed
+/// for a while. A stored time is never brought forward, so every replica
+/// deletes a key only once no replica's tokens need it.
+fn retire_after(
+    stored: Option<DateTime<Utc>>,
+    signed_with_it_until_now: bool,
+    now: DateTime<Utc>,
+    ttl: TimeDelta,
+    longest_switch: Duration,
+) -> Option<DateTime<Utc>> {
+    let outlived = ttl + TimeDelta::seconds(LEEWAY_SECONDS);
+    let later = |span: TimeDelta| {
+        now.checked_add_signed(span)
+            .unwrap_or(DateTime::<Utc>::MAX_UTC)
+    };
+    let wanted = match stored {
+        None => later(
+            TimeDelta::from_std(longest_switch)
+                .unwrap_or(TimeDelta::MAX)
+                .checked_add(&outlived)
+                .unwrap_or(TimeDelta::MAX),
+        ),
+        Some(_) if signed_with_it_until_now => later(outlived),
+        Some(_) => return None,
+    };
+    match stored {
+        Some(at) if at >= wanted => None,
+        _ => Some(wanted),
+    }
+}
+
+/// When a new key must say it was created, so that it is the newest and
+/// signs: now, unless the newest key claims a later time (another
+/// process's clock ahead of this one's).
+fn rotation_time(now: DateTime<Utc>, newest: Option<&signing_key::Model>) -> DateTime<Utc> {
+    match newest {
+        Some(row) if row.created_at >= now => row.created_at + TimeDelta::milliseconds(1),
+        _ => now,
+    }
+}
+
+/// The private key of `row` as PKCS#8 DER, if this process can use it: it
+/// opens with `kek` (see `key_encryption::open`) and is the Ed25519 key of
+/// the row's public key, so that nothing signs tokens its published key
+/// cannot verify.
+fn usable_private_key(
+    kek: Option<&KeyEncryptionKey>,
+    row: &signing_key::Model,
+) -> Result<Zeroizing<Vec<u8>>> {
+    let der = key_encryption::open(kek, &row.kid, &row.private_key)?;
+    check_key_pair(row, &der)?;
+    Ok(der)
+}
+
+fn check_key_pair(row: &signing_key::Model, private_der: &[u8]) -> Result<()> {
+    use ed25519_dalek::pkcs8::DecodePrivateKey as _;
+    // jsonwebtoken takes a public key of any length and then panics at
+    // every verification: a damaged row must be refused here.
+    if row.public_key.len() != ed25519_dalek::PUBLIC_KEY_LENGTH {
+        return Err(Error::Unexpected(anyhow::anyhow!(
+            "public key {} is {} bytes, not an Ed25519 key",
+            row.kid,
+            row.public_key.len()
+        )));
+    }
+    let key = ed25519_dalek::SigningKey::from_pkcs8_der(private_der)
+        .map_err(|_| anyhow::anyhow!("signing key {} is not an Ed25519 PKCS#8 key", row.kid))?;
+    if key.verifying_key().as_bytes().as_slice() != row.public_key.as_slice() {
+        return Err(Error::Unexpected(anyhow::anyhow!(
+            "signing key {} does not match its public key",
+            row.kid
+        )));
+    }
+    Ok(())
+}
+
+/// Without a key-encryption key the private keys sit in the clear in the
+/// database; in a PostgreSQL database, shared by replicas and backed up
+/// apart from them, that is worth saying at every start.
+fn warn_if_clear_in_shared_database(
+    db: &sea_orm::DatabaseConnection,
+    kek: Option<&KeyEncryptionKey>,
+) {
+    if kek.is_none() && keys::is_shared_database(db) {
+        tracing::warn!(
+            "signing keys are stored in the clear in a shared PostgreSQL database: whoever can \
+             read it, or a backup of it, can mint access tokens; set WARDEN_KEY_ENCRYPTION_KEY \
+             or WARDEN_KEY_ENCRYPTION_KEY_FILE"
+        );
+    }
+}
+
+/// Seals the keys of `live` stored in the clear, in place; how many. Each
+/// is checked first, so that nothing but a sound key gets sealed.
+async fn seal_clear_keys(
+    txn: &sea_orm::DatabaseTransaction,
+    kek: &KeyEncryptionKey,
+    live: &mut [signing_key::Model],
+) -> Result<usize> {
+    let mut sealed = 0;
+    for row in live
+        .iter_mut()
+        .filter(|r| !key_encryption::is_sealed(&r.private_key))
+    {
+        check_key_pair(row, &row.private_key)?;
+        let clear = Zeroizing::new(std::mem::take(&mut row.private_key));
+        row.private_key = key_encryption::seal(Some(kek), &row.kid, &clear)?;
+        keys::set_private_key(txn, &row.kid, row.private_key.clone()).await?;
+        tracing::info!(kid = %row.kid, "sealed a signing key stored in the clear");
+        sealed += 1;
+    }
+    Ok(sealed)
+}
 
 /// Adds a new signing key; it signs from the next reload on, and older
-/// keys keep verifying until they are retired.
+/// keys keep verifying until they retire (see `retire_after`). Every key
+/// there is must open with `kek`; with one, keys stored in the clear are
+/// sealed on the way (the new key replaces them as the signer anyway).
 pub async fn rotate_keys(
     db: &sea_orm::DatabaseConnection,
     now: DateTime<Utc>,
     kek: Option<&KeyEncryptionKey>,
 ) -> Result<signing_key::Model> {
-    let key = keys::insert(db, generate_signing_key(now, kek)?).await?;
+    warn_if_clear_in_shared_database(db, kek);
+    let key = store::serializable(db, |txn| {
+        let kek = kek.cloned();
+        Box::pin(async move {
+            let mut live = keys::live(txn).await?;
+            if let Some(kek) = &kek {
+                seal_clear_keys(txn, kek, &mut live).await?;
+            }
+            // Refuse to add a clear key next to sealed ones, or the other
+            // way round: every key must open with what the servers have.
+            for row in &live {
+                usable_private_key(kek.as_ref(), row)?;
+            }
+            let created_at = rotation_time(now, live.first());
+            Ok::<_, Error>(
+                keys::insert(txn, generate_signing_key(created_at, kek.as_ref())?).await?,
+            )
+        })
+    })
+    .await?;
     tracing::info!(kid = %key.kid, "added a signing key");
     Ok(key)
 }
 
 /// The live signing keys, newest first; on the very first start, a new one.
 /// Done in one serializable transaction, so replicas that start together
-/// agree on a single key. With a key-encryption key, keys stored in the
-/// clear are encrypted on the way.
+/// agree on a single key.
+///
+/// With a key-encryption key, keys stored in the clear are sealed (the
+/// only place where a clear key is taken in), and a new key is rotated in:
+/// the clear copies may survive in backups and logs of the database, so
+/// they must stop signing. They verify on until they retire like any
+/// replaced key.
 pub async fn load_or_create_keys(
     db: &sea_orm::DatabaseConnection,
     now: DateTime<Utc>,
     kek: Option<&KeyEncryptionKey>,
 ) -> Result<Vec<signing_key::Model>> {
+    warn_if_clear_in_shared_database(db, kek);
     // The usual start: keys exist and need no change. Decided by a plain
     // read, so that a read-only database still starts and serves reads.
     let live = keys::live(db).await?;
@@ -122,7 +287,7 @@ pub async fn load_or_create_keys(
             .any(|r| !key_encryption::is_sealed(&r.private_key));
     if !live.is_empty() && !needs_sealing {
         for row in &live {
-            key_encryption::open(kek, &row.kid, &row.private_key)?;
+            usable_private_key(kek, row)?;
         }
         return Ok(live);
     }
@@ -136,18 +301,24 @@ pub async fn load_or_create_keys(
                 return Ok(vec![key]);
             }
             if let Some(kek) = &kek {
-                for row in live
-                    .iter_mut()
-                    .filter(|r| !key_encryption::is_sealed(&r.private_key))
-                {
-                    row.private_key = key_encryption::seal(Some(kek), &row.kid, &row.private_key)?;
-                    keys::set_private_key(txn, &row.kid, row.private_key.clone()).await?;
-                    tracing::info!(kid = %row.kid, "encrypted a stored signing key");
+                let sealed = seal_clear_keys(txn, kek, &mut live).await?;
+                if sealed > 0 {
+                    let created_at = rotation_time(now, live.first());
+                    let key =
+                        keys::insert(txn, generate_signing_key(created_at, Some(kek))?).await?;
+                    tracing::warn!(
+                        sealed,
+                        kid = %key.kid,
+                        "sealed the signing keys stored in the clear and rotated in a new one: \
+                         their clear copies may survive in backups, so they sign no more and \
+                         retire like any replaced key"
+                    );
+                    live.insert(0, key);
                 }
             }
             // Every key must open with what this process was given.
             for row in &live {
-                key_encryption::open(kek.as_ref(), &row.kid, &row.private_key)?;
+                usable_private_key(kek.as_ref(), row)?;
             }
             Ok(live)
         })
@@ -175,7 +346,7 @@ struct KeyRing {
     verifiers: HashMap<String, Verifier>,
     jwks_json: String,
     /// One per key, newest first: secrets that every replica derives alike.
-    page_token_keys: Vec<[u8; 32]>,
+    page_token_keys: Zeroizing<Vec<[u8; 32]>>,
 }
 
 #[derive(Serialize)]
@@ -206,18 +377,15 @@ impl KeyRing {
             .ok_or_else(|| anyhow::anyhow!("no signing key"))?;
         let mut verifiers = HashMap::new();
         let mut jwks = Vec::new();
-        let mut page_token_keys = Vec::new();
+        let mut page_token_keys = Zeroizing::new(Vec::new());
+        let mut signer = None;
         for row in rows {
-            let private_der = key_encryption::open(kek, &row.kid, &row.private_key)?;
+            // A damaged row (a public key of the wrong length, a private
+            // key that does not match it) stops the start here.
+            let private_der = usable_private_key(kek, row)?;
             page_token_keys.push(derive_secret(&private_der, b"warden page token v1"));
-            // jsonwebtoken takes a key of any length here and then panics
-            // at every verification: a damaged row must stop the start.
-            if row.public_key.len() != ed25519_dalek::PUBLIC_KEY_LENGTH {
-                return Err(Error::Unexpected(anyhow::anyhow!(
-                    "public key {} is {} bytes, not an Ed25519 key",
-                    row.kid,
-                    row.public_key.len()
-                )));
+            if signer.is_none() {
+                signer = Some(EncodingKey::from_ed_der(&private_der));
             }
             let x = URL_SAFE_NO_PAD.encode(&row.public_key);
             let key = DecodingKey::from_ed_components(&x)
@@ -236,11 +404,7 @@ impl KeyRing {
         Ok(Self {
             generation,
             signer_kid: newest.kid.clone(),
-            signer: EncodingKey::from_ed_der(&key_encryption::open(
-                kek,
-                &newest.kid,
-                &newest.private_key,
-            )?),
+            signer: signer.ok_or_else(|| anyhow::anyhow!("no signing key"))?,
             verifiers,
             jwks_json,
             page_token_keys,
@@ -252,6 +416,8 @@ impl KeyRing {
 /// keyed with the private key, over a label), so replicas need no other
 /// shared secret.
 fn derive_secret(private_key: &[u8], label: &[u8]) -> [u8; 32] {
+    // hmac 0.12 keeps the padded key in its state without wiping it; the
+    // state lives only for this call.
     use hmac::{Hmac, Mac};
     let mut mac =
         <Hmac<Sha256> as Mac>::new_from_slice(private_key).unwrap_or_else(|_| unreachable!());
@@ -288,6 +454,10 @@ pub struct TokenService {
     audience: String,
     ttl: Duration,
     reload_interval: Duration,
+    /// `switch_within` of this replica, as it reports it.
+    switch_within: Duration,
+    /// This process among the replicas that sign (`store::keys::report_replica`).
+    replica_id: Uuid,
     validation: Validation,
     ring: RwLock<Arc<KeyRing>>,
     /// Keyed by the SHA-256 of the whole token: a token that differs in any
@@ -320,6 +490,8 @@ impl TokenService {
             audience,
             ttl,
             reload_interval: KEY_RELOAD_INTERVAL,
+            switch_within: switch_within(KEY_RELOAD_INTERVAL, Duration::ZERO),
+            replica_id: Uuid::new_v4(),
             validation,
             ring,
             vouched: quick_cache::sync::Cache::new(VERIFIED_CACHE_CAPACITY),
@@ -327,12 +499,25 @@ impl TokenService {
         })
     }
 
-    /// How often `reload` runs (`WARDEN_KEY_RELOAD_INTERVAL`): a replaced
-    /// key is kept that much longer, until every replica signs with its
-    /// successor.
-    pub fn with_reload_interval(mut self, interval: Duration) -> Self {
+    /// How often `reload` runs (`WARDEN_KEY_RELOAD_INTERVAL`). It does not
+    /// decide when a replaced key goes (see `retire_after`), so replicas
+    /// may be set differently.
+    pub fn with_reload_interval(mut self, interval: Duration, database_timeout: Duration) -> Self {
         self.reload_interval = interval;
+        self.switch_within = switch_within(interval, database_timeout);
         self
+    }
+
+    /// Tells the other replicas how soon this one signs with a new key, so
+    /// that keys they retire outlive this one's use of them. Done at start
+    /// and at every reload. Returns the longest such time of the replicas
+    /// that run.
+    pub async fn report_replica(
+        &self,
+        db: &sea_orm::DatabaseConnection,
+        now: DateTime<Utc>,
+    ) -> Result<Duration> {
+        Ok(keys::report_replica(db, self.replica_id, self.switch_within, now).await?)
     }
 
     pub fn reload_interval(&self) -> Duration {
@@ -436,42 +621,85 @@ impl TokenService {
         })
     }
 
-    /// Reloads the keys from the database and retires those no live token
-    /// can need any more: a key older than the newest is needed until every
-    /// server signs with the newest (one reload interval) and the last token
-    /// it signed has expired (one access-token lifetime and the leeway).
-    /// Returns the kids retired.
+    /// Reloads the keys from the database: the newest key this process can
+    /// use signs, and every usable key verifies. A key it cannot use (stored
+    /// in the clear although a key-encryption key is set, sealed with
+    /// another key-encryption key, damaged) is refused with an error in the
+    /// log at every reload, and neither signs nor verifies here.
+    ///
+    /// Keys older than the signer are retired: each gets a retire-after
+    /// time stored with it by the first replica that sees it superseded (see
+    /// `retire_after`), and is deleted by whichever replica reloads once
+    /// that time has passed. No replica's own settings decide when a key
+    /// shared by all of them goes. Returns the kids that stopped verifying
+    /// here: retired by this reload or by another replica.
     pub async fn reload(
         &self,
         db: &sea_orm::DatabaseConnection,
         now: DateTime<Utc>,
     ) -> Result<Vec<String>> {
-        let mut rows = keys::live(db).await?;
-        let Some(newest) = rows.first() else {
+        let rows = keys::live(db).await?;
+        let kek = self.kek.as_ref();
+        let usable: Vec<&signing_key::Model> = rows
+            .iter()
+            .filter(|row| match usable_private_key(kek, row) {
+                Ok(_) => true,
+                Err(e) => {
+                    tracing::error!(kid = %row.kid, error = %e, "refusing a stored signing key");
+                    false
+                }
+            })
+            .collect();
+        let Some(signer) = usable.first() else {
             return Err(Error::Unexpected(anyhow::anyhow!(
-                "every signing key is gone from the database"
+                "no signing key in the database can be used: every one is gone or refused"
             )));
         };
-        let grace = TimeDelta::from_std(self.reload_interval + self.ttl)
-            .context("key grace period")?
-            + TimeDelta::seconds(LEEWAY_SECONDS);
-        let retire_before = newest.created_at;
-        let mut retired = Vec::new();
-        if retire_before + grace <= now {
-            for old in rows.iter().skip(1) {
-                if keys::delete(db, &old.kid).await? > 0 {
-                    tracing::info!(kid = %old.kid, "retired a signing key");
-                }
-                retired.push(old.kid.clone());
-            }
-            rows.truncate(1);
-        }
         let current = self.ring();
-        let same: bool = current.verifiers.len() == rows.len()
-            && rows.iter().all(|r| current.verifiers.contains_key(&r.kid))
-            && current.signer_kid == rows[0].kid;
+        let ttl = TimeDelta::from_std(self.ttl).context("access token TTL")?;
+        // Best effort: a read-only database still reloads (and then stores
+        // no retire-after time either).
+        let longest_switch = match self.report_replica(db, now).await {
+            Ok(longest) => longest,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot report this replica's key reload interval");
+                self.switch_within
+            }
+        };
+        for old in usable.iter().skip(1) {
+            let signed_until_now = current.signer_kid == old.kid;
+            if let Some(at) =
+                retire_after(old.retire_after, signed_until_now, now, ttl, longest_switch)
+            {
+                keys::postpone_retirement(db, &old.kid, at).await?;
+                tracing::info!(kid = %old.kid, retire_after = %at, "a replaced signing key retires after");
+            }
+        }
+        let mut deleted = Vec::new();
+        for row in &rows {
+            let due = row.retire_after.is_some_and(|at| at <= now);
+            if due && row.kid != signer.kid && keys::delete_retired(db, &row.kid, now).await? > 0 {
+                tracing::info!(kid = %row.kid, "retired a signing key");
+                deleted.push(row.kid.as_str());
+            }
+        }
+        let keep: Vec<signing_key::Model> = usable
+            .into_iter()
+            .filter(|r| !deleted.contains(&r.kid.as_str()))
+            .cloned()
+            .collect();
+        let mut retired: Vec<String> = current
+            .verifiers
+            .keys()
+            .filter(|kid| !keep.iter().any(|r| &r.kid == *kid))
+            .cloned()
+            .collect();
+        retired.sort();
+        let same = current.verifiers.len() == keep.len()
+            && retired.is_empty()
+            && keep.first().map(|r| r.kid.as_str()) == Some(current.signer_kid.as_str());
         if !same {
-            self.replace_keys(&rows)?;
+            self.replace_keys(&keep)?;
         }
         Ok(retired)
     }
@@ -500,7 +728,7 @@ impl TokenService {
     }
 
     /// Keys for page tokens: the first seals, any opens.
-    pub fn page_token_keys(&self) -> Vec<[u8; 32]> {
+    pub fn page_token_keys(&self) -> Zeroizing<Vec<[u8; 32]>> {
         self.ring().page_token_keys.clone()
     }
 
@@ -780,6 +1008,124 @@ mod tests {
             None,
         );
         assert!(matches!(refused, Err(Error::Unexpected(_))));
+    }
+
+    fn kek() -> KeyEncryptionKey {
+        KeyEncryptionKey::parse(&"07".repeat(32)).unwrap()
+    }
+
+    #[test]
+    fn with_a_kek_a_key_stored_in_the_clear_neither_signs_nor_verifies() {
+        let clear = generate_signing_key(now(), None).unwrap();
+        let refused = TokenService::new(
+            "warden".into(),
+            "warden".into(),
+            Duration::from_secs(900),
+            &[clear],
+            Some(kek()),
+        );
+        let Err(e) = refused else {
+            panic!("a clear key was taken with a kek set")
+        };
+        assert!(e.to_string().contains("in the clear"), "{e}");
+        let sealed = generate_signing_key(now(), Some(&kek())).unwrap();
+        assert!(
+            TokenService::new(
+                "warden".into(),
+                "warden".into(),
+                Duration::from_secs(900),
+                &[sealed],
+                Some(kek()),
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_private_key_that_does_not_match_its_public_key_is_refused() {
+        let mut key = generate_signing_key(now(), None).unwrap();
+        key.public_key = generate_signing_key(now(), None).unwrap().public_key;
+        let refused = TokenService::new(
+            "warden".into(),
+            "warden".into(),
+            Duration::from_secs(900),
+            &[key],
+            None,
+        );
+        assert!(matches!(refused, Err(Error::Unexpected(_))));
+    }
+
+    const TTL: TimeDelta = TimeDelta::seconds(900);
+    const SWITCH: Duration = Duration::from_secs(90);
+
+    #[test]
+    fn a_replica_switches_within_its_reload_interval_and_a_reload_s_longest_run() {
+        assert_eq!(
+            switch_within(Duration::from_secs(30), Duration::from_secs(5)),
+            Duration::from_secs(90)
+        );
+        assert_eq!(
+            switch_within(Duration::from_secs(30), Duration::from_secs(60)),
+            Duration::from_secs(270)
+        );
+    }
+
+    #[test]
+    fn a_key_first_seen_replaced_retires_after_the_slowest_replica_switched_and_its_tokens_expired()
+    {
+        // However short this replica's own reload interval: a replica set
+        // to reload every two hours may sign with the key that long.
+        let slowest = Duration::from_secs(2 * 3600 + 60);
+        let at = retire_after(None, false, now(), TTL, slowest).unwrap();
+        assert_eq!(
+            at,
+            now() + TimeDelta::seconds(2 * 3600 + 60) + TTL + TimeDelta::seconds(5)
+        );
+        assert_eq!(
+            retire_after(None, true, now(), TTL, slowest),
+            Some(at),
+            "the same for the replica that signed with it"
+        );
+    }
+
+    #[test]
+    fn a_stored_retire_after_time_is_never_brought_forward() {
+        let stored = now() + TimeDelta::hours(2);
+        assert_eq!(retire_after(Some(stored), false, now(), TTL, SWITCH), None);
+        assert_eq!(
+            retire_after(Some(stored), true, now(), TTL, SWITCH),
+            None,
+            "its own last token expires before that"
+        );
+    }
+
+    #[test]
+    fn a_replica_that_signed_with_a_replaced_key_until_now_keeps_it_until_its_own_tokens_expired() {
+        // Stored by a replica whose tokens live a minute; this one's live
+        // for an hour, and it signed with the key until this reload.
+        let stored = now() + TimeDelta::seconds(65);
+        let hour = TimeDelta::hours(1);
+        assert_eq!(
+            retire_after(Some(stored), true, now(), hour, SWITCH),
+            Some(now() + hour + TimeDelta::seconds(5))
+        );
+        assert_eq!(
+            retire_after(Some(stored), false, now(), hour, SWITCH),
+            None,
+            "a replica that never signed with it has no tokens of it"
+        );
+    }
+
+    #[test]
+    fn a_new_key_is_the_newest_even_when_the_clock_is_behind_the_newest_key() {
+        let mut ahead = generate_signing_key(now(), None).unwrap();
+        ahead.created_at = now() + TimeDelta::seconds(30);
+        let at = rotation_time(now(), Some(&ahead));
+        assert!(at > ahead.created_at);
+        assert!(at - ahead.created_at <= TimeDelta::milliseconds(1));
+        let behind = generate_signing_key(now() - TimeDelta::seconds(30), None).unwrap();
+        assert_eq!(rotation_time(now(), Some(&behind)), now());
+        assert_eq!(rotation_time(now(), None), now());
     }
 
     #[test]

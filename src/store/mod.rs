@@ -1,6 +1,8 @@
 //! Persistence: sea-orm entities and the queries the domain needs. Nothing
 //! here knows about gRPC or about the rules of the domain.
 
+pub mod backup;
+pub mod batches;
 pub mod bearer_lookups;
 pub mod entities;
 mod error;
@@ -11,7 +13,11 @@ pub mod sessions;
 pub mod tx;
 pub mod users;
 
-use std::{collections::HashSet, time::Duration};
+use std::{
+    collections::HashSet,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr,
@@ -313,4 +319,183 @@ pub fn pool_stats(db: &DatabaseConnection) -> (u32, usize) {
 /// Whether the database answers at all.
 pub async fn ping(db: &DatabaseConnection) -> StoreResult<()> {
     Ok(db.ping().await?)
+}
+
+/// What closing the database left behind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Closed {
+    /// Nothing: PostgreSQL, or SQLite without a write-ahead log (in memory).
+    Plain,
+    /// SQLite: the log was folded into the database file, and removed
+    /// unless another process still has the database open.
+    LogFoldedIn,
+    /// SQLite: recent writes are still only in the log next to the file.
+    LogRemains { wal: PathBuf, reason: String },
+}
+
+/// Closes every connection of the pool, waiting for those in use to come
+/// back; afterwards nothing can use `db` (every query fails with "pool
+/// closed").
+///
+/// On SQLite the last connection to close folds the write-ahead log into
+/// the database file and deletes it, but says nothing when that fails. So
+/// the log is first checkpointed explicitly (`TRUNCATE`: every frame copied
+/// into the file and the log emptied), which reports whether it could; and
+/// after the close the log file is looked at, so that a log that stayed is
+/// never silent.
+pub async fn close(db: &DatabaseConnection) -> StoreResult<Closed> {
+    if db.get_database_backend() != DbBackend::Sqlite {
+        db.close_by_ref().await?;
+        return Ok(Closed::Plain);
+    }
+    let file = main_file(db).await;
+    let checkpoint = checkpoint(db).await;
+    db.close_by_ref().await?;
+    let wal = match file {
+        Ok(Some(file)) => wal_path(&file),
+        // In memory: no file, no log.
+        Ok(None) => return Ok(Closed::Plain),
+        Err(e) => {
+            return Ok(Closed::LogRemains {
+                wal: PathBuf::new(),
+                reason: format!("cannot tell where the database file is: {e}"),
+            });
+        }
+    };
+    let log_left = tokio::fs::metadata(&wal).await.is_ok_and(|m| m.len() > 0);
+    let reason = match checkpoint {
+        Ok(Checkpoint::NotWal) => return Ok(Closed::Plain),
+        Ok(_) if !log_left => return Ok(Closed::LogFoldedIn),
+        Ok(Checkpoint::Complete) => "written to after the checkpoint, by another process that \
+                                     has the database open or by a call cut off by the drain \
+                                     timeout"
+            .to_owned(),
+        Ok(Checkpoint::Busy) => "another process has the database open and was using it".to_owned(),
+        Err(e) => format!("the checkpoint failed: {e}"),
+    };
+    Ok(Closed::LogRemains { wal, reason })
+}
+
+/// How long the checkpoint at close waits for other processes on the same
+/// file (it holds off their writers meanwhile). Past it, it copies what it
+/// can without waiting, and the log stays for the last one to close.
+const CHECKPOINT_WAIT: Duration = Duration::from_secs(1);
+
+enum Checkpoint {
+    Complete,
+    /// Another connection's reader or writer held it off.
+    Busy,
+    /// The database keeps no write-ahead log.
+    NotWal,
+}
+
+async fn checkpoint(db: &DatabaseConnection) -> Result<Checkpoint, DbErr> {
+    let conn_err = |e: sqlx::Error| DbErr::Conn(sea_orm::RuntimeErr::SqlxError(e.into()));
+    let mut conn = db
+        .get_sqlite_connection_pool()
+        .acquire()
+        .await
+        .map_err(conn_err)?;
+    let outcome = async {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "PRAGMA busy_timeout = {}",
+            CHECKPOINT_WAIT.as_millis()
+        )))
+        .execute(&mut *conn)
+        .await?;
+        sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(TRUNCATE)")
+            .fetch_one(&mut *conn)
+            .await
+    }
+    .await;
+    // Not back into the pool with another busy timeout.
+    let _ = conn.close().await;
+    let (busy, log, _) = outcome.map_err(conn_err)?;
+    Ok(match (busy, log) {
+        (_, -1) => Checkpoint::NotWal,
+        (0, _) => Checkpoint::Complete,
+        _ => Checkpoint::Busy,
+    })
+}
+
+/// The file of a SQLite database's main schema; `None` in memory.
+pub(crate) async fn main_file(db: &DatabaseConnection) -> Result<Option<PathBuf>, DbErr> {
+    let rows = db
+        .query_all_raw(sea_orm::Statement::from_string(
+            DbBackend::Sqlite,
+            "PRAGMA database_list",
+        ))
+        .await?;
+    for row in rows {
+        let name: String = row.try_get("", "name")?;
+        if name == "main" {
+            let file: String = row.try_get("", "file")?;
+            return Ok((!file.is_empty()).then(|| PathBuf::from(file)));
+        }
+    }
+    Ok(None)
+}
+
+/// SQLite's write-ahead log: the database file's name with `-wal` appended.
+pub fn wal_path(file: &Path) -> PathBuf {
+    let mut name = file.as_os_str().to_owned();
+    name.push("-wal");
+    PathBuf::from(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::{ConnectionTrait as _, TransactionTrait as _};
+
+    use super::*;
+
+    async fn written(dir: &Path) -> (DatabaseConnection, PathBuf, String) {
+        let file = dir.join("warden.db");
+        let url = format!("sqlite://{}?mode=rwc", file.display());
+        let db = connect(&url, Duration::from_secs(5)).await.unwrap();
+        db.execute_unprepared("CREATE TABLE t (x TEXT); INSERT INTO t VALUES ('a');")
+            .await
+            .unwrap();
+        assert!(std::fs::metadata(wal_path(&file)).unwrap().len() > 0);
+        (db, file, url)
+    }
+
+    #[tokio::test]
+    async fn closing_folds_the_log_into_the_file_and_removes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, file, _) = written(dir.path()).await;
+        assert_eq!(close(&db).await.unwrap(), Closed::LogFoldedIn);
+        assert!(!wal_path(&file).exists());
+        assert!(db.ping().await.is_err(), "nothing uses it afterwards");
+    }
+
+    /// Another process reading keeps the log: the close says so, and why.
+    #[tokio::test]
+    async fn a_log_that_stays_is_reported_not_silent() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, file, url) = written(dir.path()).await;
+        let other = connect(&url, Duration::from_secs(5)).await.unwrap();
+        let reading = other.begin().await.unwrap();
+        reading.execute_unprepared("SELECT * FROM t").await.unwrap();
+        db.execute_unprepared("INSERT INTO t VALUES ('b')")
+            .await
+            .unwrap();
+        match close(&db).await.unwrap() {
+            Closed::LogRemains { wal, reason } => {
+                assert_eq!(wal, wal_path(&file));
+                assert!(reason.contains("another process"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        reading.rollback().await.unwrap();
+        other.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_in_memory_database_just_closes() {
+        let db = connect("sqlite::memory:", Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(close(&db).await.unwrap(), Closed::Plain);
+    }
 }

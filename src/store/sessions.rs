@@ -1,11 +1,12 @@
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveModelTrait, Condition, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, TransactionSession, TransactionTrait, prelude::*, sea_query::Expr,
+    QueryOrder, QuerySelect, QueryTrait, TransactionSession, TransactionTrait, prelude::*,
+    sea_query::Expr,
 };
 
 use super::{
-    StoreResult,
+    StoreResult, batches,
     entities::{refresh_token, session, user},
     refresh_tokens,
 };
@@ -159,25 +160,48 @@ pub async fn touch<C: ConnectionTrait>(
     Ok(())
 }
 
+/// Sessions that ended (expired or revoked) before `cutoff`.
+fn ended_before(cutoff: DateTime<Utc>) -> Condition {
+    Condition::any()
+        .add(session::Column::ExpiresAt.lt(cutoff))
+        .add(session::Column::RevokedAt.lt(cutoff))
+}
+
 /// Deletes sessions that ended (expired or revoked) before `cutoff`, with
-/// their refresh tokens, and rotated refresh tokens that expired before it.
-/// How many rows of each went.
+/// their refresh tokens, and rotated refresh tokens that expired before it;
+/// in bounded batches (`batches`), so that a large backlog is pruned
+/// however long it takes, never by one statement that times out. How many
+/// sessions and tokens went.
 pub async fn prune<C: ConnectionTrait>(db: &C, cutoff: DateTime<Utc>) -> StoreResult<(u64, u64)> {
-    let sessions = session::Entity::delete_many()
-        .filter(
-            Condition::any()
-                .add(session::Column::ExpiresAt.lt(cutoff))
-                .add(session::Column::RevokedAt.lt(cutoff)),
-        )
-        .exec(db)
-        .await?
-        .rows_affected;
-    let tokens = refresh_token::Entity::delete_many()
-        .filter(refresh_token::Column::RotatedAt.is_not_null())
-        .filter(refresh_token::Column::ExpiresAt.lt(cutoff))
-        .exec(db)
-        .await?
-        .rows_affected;
+    // The tokens of ended sessions go first, so that deleting a session
+    // cascades to nothing: a session holds one rotated token per refresh,
+    // thousands over its life, and a batch of sessions must not mean
+    // millions of token rows in one statement.
+    let ended_sessions = session::Entity::find()
+        .select_only()
+        .column(session::Column::Id)
+        .filter(ended_before(cutoff))
+        .into_query();
+    let mut tokens = batches::delete_in_batches::<refresh_token::Entity, _>(
+        db,
+        refresh_token::Column::TokenHash,
+        Condition::all().add(refresh_token::Column::SessionId.in_subquery(ended_sessions)),
+    )
+    .await?;
+    let sessions = batches::delete_in_batches::<session::Entity, _>(
+        db,
+        session::Column::Id,
+        ended_before(cutoff),
+    )
+    .await?;
+    tokens += batches::delete_in_batches::<refresh_token::Entity, _>(
+        db,
+        refresh_token::Column::TokenHash,
+        Condition::all()
+            .add(refresh_token::Column::RotatedAt.is_not_null())
+            .add(refresh_token::Column::ExpiresAt.lt(cutoff)),
+    )
+    .await?;
     Ok((sessions, tokens))
 }
 

@@ -5,7 +5,9 @@
 mod helpers;
 
 mod admin;
+mod backup;
 mod cli;
+mod connections;
 mod ecosystem;
 mod health;
 mod keys;

@@ -531,3 +531,90 @@ async fn a_session_refreshed_without_pause_still_ends_at_its_maximum_lifetime() 
     // Refreshed at 0.5 s … 3.5 s; refused at 4 s.
     assert_eq!(refreshed, 7);
 }
+
+/// A backlog far larger than one batch of the prune (as after months
+/// without a prune that could finish): sessions and tokens inserted
+/// directly.
+#[tokio::test]
+async fn a_backlog_of_many_batches_of_ended_sessions_is_pruned_by_one_run_and_live_ones_stay() {
+    use chrono::TimeDelta;
+    use sea_orm::{EntityTrait, PaginatorTrait};
+    use warden::store::entities::{refresh_token, session};
+
+    const ENDED: usize = 12_000;
+    let app = registered_admin().await;
+    let (_, live_refresh, live_id) = login(&app).await;
+    let user_id = uuid::Uuid::parse_str(&app.validate(&login(&app).await.0).await.user_id).unwrap();
+    let long_ago = app.now() - TimeDelta::days(30);
+    let ended: Vec<session::Model> = (0..ENDED)
+        .map(|i| session::Model {
+            id: uuid::Uuid::new_v4(),
+            user_id,
+            device_id: String::new(),
+            device_name: String::new(),
+            device_type: "unknown".into(),
+            user_agent: String::new(),
+            ip_address: String::new(),
+            created_at: long_ago - TimeDelta::days(30),
+            last_used_at: long_ago,
+            // Half expired, half revoked while they would still have lived.
+            expires_at: if i % 2 == 0 {
+                long_ago
+            } else {
+                app.now() + TimeDelta::days(1)
+            },
+            revoked_at: (i % 2 == 1).then_some(long_ago),
+        })
+        .collect();
+    // Each with a rotated token and its successor.
+    let tokens: Vec<refresh_token::Model> = ended
+        .iter()
+        .flat_map(|s| {
+            [Some(long_ago), None].map(|rotated_at| refresh_token::Model {
+                token_hash: uuid::Uuid::new_v4().as_bytes().to_vec(),
+                session_id: s.id,
+                created_at: long_ago,
+                expires_at: s.expires_at,
+                rotated_at,
+            })
+        })
+        .collect();
+    for chunk in ended.chunks(1_000) {
+        session::Entity::insert_many(chunk.iter().cloned().map(session::ActiveModel::from))
+            .exec(app.db())
+            .await
+            .unwrap();
+    }
+    for chunk in tokens.chunks(2_000) {
+        refresh_token::Entity::insert_many(
+            chunk.iter().cloned().map(refresh_token::ActiveModel::from),
+        )
+        .exec(app.db())
+        .await
+        .unwrap();
+    }
+    let live_sessions = session::Entity::find().count(app.db()).await.unwrap() - ENDED as u64;
+    let live_tokens =
+        refresh_token::Entity::find().count(app.db()).await.unwrap() - tokens.len() as u64;
+
+    let (sessions, pruned_tokens) = app.state.accounts.prune(app.now()).await.unwrap();
+    assert_eq!(sessions, ENDED as u64, "every ended session, in one run");
+    assert_eq!(
+        pruned_tokens,
+        tokens.len() as u64,
+        "with every token of theirs"
+    );
+    assert_eq!(
+        session::Entity::find().count(app.db()).await.unwrap(),
+        live_sessions
+    );
+    assert_eq!(
+        refresh_token::Entity::find().count(app.db()).await.unwrap(),
+        live_tokens
+    );
+    // The live sessions are untouched and keep working.
+    let pair = app.refresh(&live_refresh).await.unwrap();
+    let all = app.list_sessions(&pair.access_token, true).await.unwrap();
+    assert!(all.iter().any(|s| s.id == live_id));
+    assert_eq!(all.len() as u64, live_sessions);
+}

@@ -12,6 +12,9 @@ pub struct Model {
     pub public_key: Vec<u8>,
     pub created_at: DateTimeUtc,
     pub retired_at: Option<DateTimeUtc>,
+    /// Set once a newer key signs: when this one may be deleted, because no
+    /// token it signed can still be live (`domain::tokens::retire_after`).
+    pub retire_after: Option<DateTimeUtc>,
 }
 
 impl std::fmt::Debug for Model {
@@ -21,6 +24,7 @@ impl std::fmt::Debug for Model {
             .field("algorithm", &self.algorithm)
             .field("created_at", &self.created_at)
             .field("retired_at", &self.retired_at)
+            .field("retire_after", &self.retire_after)
             .finish_non_exhaustive()
     }
 }
