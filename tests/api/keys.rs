@@ -465,8 +465,10 @@ async fn replicas_with_different_reload_intervals_keep_a_replaced_key_until_its_
     }
     // Then whichever reloads first deletes it, and both stop publishing it.
     advance_both(&a, &b, Duration::from_secs(1));
+    // (B's own background reload may have got there first on a slow
+    // machine: then this reload has nothing left to retire.)
     let retired = b.state.tokens.reload(b.db(), b.now()).await.unwrap();
-    assert_eq!(retired, std::slice::from_ref(&old_kid));
+    assert!(retired.iter().all(|kid| kid == &old_kid), "{retired:?}");
     a.state.tokens.reload(a.db(), a.now()).await.unwrap();
     assert!(stored_key(&a, &old_kid).await.is_none());
     for app in [&a, &b] {
