@@ -22,8 +22,8 @@ use tokio::{net::TcpListener, sync::watch, task::JoinSet};
 use tokio_stream::StreamExt as _;
 
 use crate::{
-    app::AppState,
     limits::{self, ConnectionLimits, Guarded, Plain},
+    state::AppState,
 };
 
 /// Serves `router` on `listener` until `shutdown` resolves, then lets the

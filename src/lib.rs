@@ -18,5 +18,6 @@ pub mod http;
 pub mod limits;
 pub mod metrics;
 pub mod proto;
+pub mod state;
 pub mod store;
 pub mod telemetry;

@@ -11,12 +11,12 @@ use super::{
     convert::{count, session, timestamp},
 };
 use crate::{
-    app::AppState,
     domain::{
         accounts::{LoginAttempt, NewAccount, ProfileChange},
         types::Principal,
     },
     proto::v1::{self as pb, auth_server::Auth},
+    state::AppState,
 };
 
 pub struct AuthApi {

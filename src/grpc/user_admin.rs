@@ -12,12 +12,12 @@ use super::{
     convert::{count, new_status, session, status_filter},
 };
 use crate::{
-    app::AppState,
     domain::{
         accounts::{NewUser, UserQuery, UserUpdateRequest},
         types::Admin,
     },
     proto::v1::{self as pb, user_admin_server::UserAdmin},
+    state::AppState,
 };
 
 pub struct UserAdminApi {

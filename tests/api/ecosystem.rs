@@ -17,10 +17,11 @@ use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 use warden::{
-    app::{AppState, Application},
+    app::Application,
     config::{Config, TlsFiles},
     domain::{clock::SystemClock, password::HashingCost},
     proto::v1::{self as pb, auth_client::AuthClient},
+    state::AppState,
 };
 
 use crate::helpers::{

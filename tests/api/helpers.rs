@@ -12,10 +12,11 @@ use tonic_health::pb::{
 };
 use tonic_types::StatusExt as _;
 use warden::{
-    app::{AppState, Application},
+    app::Application,
     config::Config,
     domain::{clock::ManualClock, password::HashingCost},
     proto::v1::{self as pb, auth_client::AuthClient, user_admin_client::UserAdminClient},
+    state::AppState,
 };
 
 /// A fresh database, removed again when dropped.
