@@ -8,7 +8,7 @@ use arbitrary::Arbitrary;
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, TimeDelta, Utc};
 use ed25519_dalek::{SigningKey, VerifyingKey, pkcs8::EncodePrivateKey as _};
-use warden::{domain::tokens::TokenService, store::entities::signing_key};
+use warden::domain::tokens::{self, TokenService};
 
 pub const ISSUER: &str = "warden";
 pub const AUDIENCE: &str = "warden";
@@ -47,8 +47,8 @@ impl Key {
         self.signing.verifying_key()
     }
 
-    fn row(&self, created_at: DateTime<Utc>) -> signing_key::Model {
-        signing_key::Model {
+    fn row(&self, created_at: DateTime<Utc>) -> tokens::SigningKey {
+        tokens::SigningKey {
             kid: self.kid.to_owned(),
             algorithm: "EdDSA".to_owned(),
             private_key: self

@@ -10,22 +10,56 @@ use super::{
     StoreResult,
     entities::{signing_key, signing_replica},
 };
+use crate::domain::tokens::SigningKey;
+
+impl From<signing_key::Model> for SigningKey {
+    fn from(row: signing_key::Model) -> Self {
+        Self {
+            kid: row.kid,
+            algorithm: row.algorithm,
+            private_key: row.private_key,
+            public_key: row.public_key,
+            created_at: row.created_at,
+            retired_at: row.retired_at,
+            retire_after: row.retire_after,
+        }
+    }
+}
+
+impl From<SigningKey> for signing_key::Model {
+    fn from(key: SigningKey) -> Self {
+        Self {
+            kid: key.kid,
+            algorithm: key.algorithm,
+            private_key: key.private_key,
+            public_key: key.public_key,
+            created_at: key.created_at,
+            retired_at: key.retired_at,
+            retire_after: key.retire_after,
+        }
+    }
+}
 
 /// Keys not yet retired, newest first.
-pub async fn live<C: ConnectionTrait>(db: &C) -> StoreResult<Vec<signing_key::Model>> {
+pub async fn live<C: ConnectionTrait>(db: &C) -> StoreResult<Vec<SigningKey>> {
     Ok(signing_key::Entity::find()
         .filter(signing_key::Column::RetiredAt.is_null())
         .order_by_desc(signing_key::Column::CreatedAt)
         .order_by_desc(signing_key::Column::Kid)
         .all(db)
-        .await?)
+        .await?
+        .into_iter()
+        .map(SigningKey::from)
+        .collect())
 }
 
-pub async fn insert<C: ConnectionTrait>(
-    db: &C,
-    row: signing_key::Model,
-) -> StoreResult<signing_key::Model> {
-    Ok(signing_key::ActiveModel::from(row).insert(db).await?)
+pub async fn insert<C: ConnectionTrait>(db: &C, key: SigningKey) -> StoreResult<SigningKey> {
+    Ok(
+        signing_key::ActiveModel::from(signing_key::Model::from(key))
+            .insert(db)
+            .await?
+            .into(),
+    )
 }
 
 /// Stores when a replaced key may be deleted, unless a later time is

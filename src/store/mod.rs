@@ -31,6 +31,8 @@ pub use tx::{BoxFuture, read_committed, serializable};
 /// A pool of connections to warden's database (SQLite or PostgreSQL), cheap
 /// to clone: what the layers above hold, without knowing the ORM behind it.
 pub type Db = DatabaseConnection;
+/// A transaction on it, as the retried transactions hand it to their work.
+pub type Txn = sea_orm::DatabaseTransaction;
 
 /// How long a pooled PostgreSQL connection may sit idle before it is
 /// pinged again before use.
