@@ -1,152 +1,20 @@
 use std::{collections::HashSet, time::Duration};
 
-use tonic::{Code, Status, transport::Channel};
+use tonic::{Code, Status};
 use warden::{
-    proto::v1::{self as pb, UserStatus, user_admin_client::UserAdminClient},
+    proto::v1::{self as pb, UserStatus},
     store::entities::user,
 };
 
 use crate::helpers::{
-    PASSWORD, TestApp, assert_bad_field, assert_error, channel, spawn_app, with_bearer,
+    AsAdmin, PASSWORD, TestApp, assert_bad_field, assert_error, spawn_app, with_bearer,
 };
 
-/// A UserAdmin client that sends `token` with every call.
-struct Admin {
-    client: UserAdminClient<Channel>,
-    token: String,
-}
-
-impl Admin {
-    async fn new(app: &TestApp, token: &str) -> Self {
-        Self {
-            client: UserAdminClient::new(channel(app.addr).await),
-            token: token.to_owned(),
-        }
-    }
-
-    async fn list(&self, request: pb::ListUsersRequest) -> Result<pb::ListUsersResponse, Status> {
-        self.client
-            .clone()
-            .list_users(with_bearer(request, &self.token))
-            .await
-            .map(|r| r.into_inner())
-    }
-
-    async fn get(&self, user_id: &str) -> Result<pb::User, Status> {
-        let request = pb::GetUserRequest {
-            user_id: user_id.into(),
-        };
-        self.client
-            .clone()
-            .get_user(with_bearer(request, &self.token))
-            .await
-            .map(|r| r.into_inner().user.unwrap())
-    }
-
-    async fn create(&self, email: &str, is_admin: bool) -> Result<pb::User, Status> {
-        let request = pb::CreateUserRequest {
-            email: email.into(),
-            password: PASSWORD.into(),
-            display_name: "Created".into(),
-            is_admin,
-        };
-        self.client
-            .clone()
-            .create_user(with_bearer(request, &self.token))
-            .await
-            .map(|r| r.into_inner().user.unwrap())
-    }
-
-    async fn update(&self, request: pb::UpdateUserRequest) -> Result<pb::User, Status> {
-        self.client
-            .clone()
-            .update_user(with_bearer(request, &self.token))
-            .await
-            .map(|r| r.into_inner().user.unwrap())
-    }
-
-    async fn set_status(&self, user_id: &str, status: UserStatus) -> Result<pb::User, Status> {
-        self.update(pb::UpdateUserRequest {
-            user_id: user_id.into(),
-            status: Some(status.into()),
-            ..Default::default()
-        })
-        .await
-    }
-
-    async fn set_admin(&self, user_id: &str, is_admin: bool) -> Result<pb::User, Status> {
-        self.update(pb::UpdateUserRequest {
-            user_id: user_id.into(),
-            is_admin: Some(is_admin),
-            ..Default::default()
-        })
-        .await
-    }
-
-    async fn delete(&self, user_id: &str) -> Result<(), Status> {
-        let request = pb::DeleteUserRequest {
-            user_id: user_id.into(),
-        };
-        self.client
-            .clone()
-            .delete_user(with_bearer(request, &self.token))
-            .await
-            .map(|_| ())
-    }
-
-    async fn reset_password(&self, user_id: &str, new_password: &str) -> Result<i32, Status> {
-        let request = pb::ResetPasswordRequest {
-            user_id: user_id.into(),
-            new_password: new_password.into(),
-        };
-        self.client
-            .clone()
-            .reset_password(with_bearer(request, &self.token))
-            .await
-            .map(|r| r.into_inner().revoked_sessions)
-    }
-
-    async fn count_pending(&self) -> Result<i64, Status> {
-        self.client
-            .clone()
-            .count_pending_users(with_bearer(pb::CountPendingUsersRequest {}, &self.token))
-            .await
-            .map(|r| r.into_inner().count)
-    }
-
-    async fn sessions(
-        &self,
-        user_id: &str,
-        include_inactive: bool,
-    ) -> Result<Vec<pb::Session>, Status> {
-        let request = pb::ListUserSessionsRequest {
-            user_id: user_id.into(),
-            include_inactive,
-        };
-        self.client
-            .clone()
-            .list_user_sessions(with_bearer(request, &self.token))
-            .await
-            .map(|r| r.into_inner().sessions)
-    }
-
-    async fn revoke_sessions(&self, user_id: &str) -> Result<i32, Status> {
-        let request = pb::RevokeUserSessionsRequest {
-            user_id: user_id.into(),
-        };
-        self.client
-            .clone()
-            .revoke_user_sessions(with_bearer(request, &self.token))
-            .await
-            .map(|r| r.into_inner().revoked_sessions)
-    }
-}
-
 /// A fresh server with its first account logged in as admin.
-async fn setup() -> (TestApp, Admin, pb::User) {
+async fn setup() -> (TestApp, AsAdmin, pb::User) {
     let app = spawn_app().await;
     let (user, token) = app.admin_session().await;
-    let admin = Admin::new(&app, &token).await;
+    let admin = app.as_admin(&token);
     (app, admin, user)
 }
 
@@ -175,7 +43,7 @@ async fn approved_admins(app: &TestApp) -> usize {
 async fn callers_without_a_good_token_are_refused_before_any_handler() {
     let app = spawn_app_with_ttl(Duration::from_secs(60)).await;
     let (_, token) = app.admin_session().await;
-    let mut client = UserAdminClient::new(channel(app.addr).await);
+    let mut client = app.admin.clone();
     assert_error(
         client
             .count_pending_users(pb::CountPendingUsersRequest {})
@@ -208,7 +76,7 @@ async fn spawn_app_with_ttl(ttl: Duration) -> TestApp {
 async fn a_user_who_is_not_an_admin_gets_admin_required() {
     let (app, admin, _) = setup().await;
     admin.create("plain@example.com", false).await.unwrap();
-    let plain = Admin::new(&app, &access_token(&app, "plain@example.com").await).await;
+    let plain = app.as_admin(&access_token(&app, "plain@example.com").await);
     let status = assert_error(
         plain.count_pending().await,
         Code::PermissionDenied,
@@ -226,7 +94,7 @@ async fn a_user_who_is_not_an_admin_gets_admin_required() {
 async fn a_demoted_admin_loses_access_on_the_very_next_call() {
     let (app, root, _) = setup().await;
     let second = root.create("second@example.com", true).await.unwrap();
-    let second_admin = Admin::new(&app, &access_token(&app, "second@example.com").await).await;
+    let second_admin = app.as_admin(&access_token(&app, "second@example.com").await);
     assert!(second_admin.count_pending().await.is_ok());
     root.set_admin(&second.id, false).await.unwrap();
     assert_error(
@@ -240,7 +108,7 @@ async fn a_demoted_admin_loses_access_on_the_very_next_call() {
 async fn a_disabled_admin_loses_access_on_the_very_next_call() {
     let (app, root, _) = setup().await;
     let second = root.create("second@example.com", true).await.unwrap();
-    let second_admin = Admin::new(&app, &access_token(&app, "second@example.com").await).await;
+    let second_admin = app.as_admin(&access_token(&app, "second@example.com").await);
     root.set_status(&second.id, UserStatus::Disabled)
         .await
         .unwrap();
@@ -444,7 +312,7 @@ async fn disabling_a_user_revokes_their_sessions_and_refuses_login() {
         .await
         .unwrap();
     assert_eq!(disabled.status(), UserStatus::Disabled);
-    assert!(!app.validate(&token).await.active);
+    assert!(!app.validate(&token).await.unwrap().active);
     assert_error(
         app.login("user@example.com", PASSWORD).await,
         Code::PermissionDenied,
@@ -462,7 +330,7 @@ async fn moving_an_approved_user_back_to_pending_revokes_their_sessions() {
         .set_status(&user.id, UserStatus::Pending)
         .await
         .unwrap();
-    assert!(!app.validate(&token).await.active);
+    assert!(!app.validate(&token).await.unwrap().active);
 }
 
 #[tokio::test]
@@ -473,7 +341,7 @@ async fn deleting_a_user_removes_them_and_their_sessions() {
     admin.delete(&user.id).await.unwrap();
     assert_error(admin.get(&user.id).await, Code::NotFound, "USER_NOT_FOUND");
     assert_error(
-        app.get_me(Some(&format!("Bearer {token}"))).await,
+        app.get_me(&token).await,
         Code::Unauthenticated,
         "SESSION_REVOKED",
     );
@@ -504,7 +372,7 @@ async fn resetting_a_password_ends_every_session_of_the_user() {
         2
     );
     for token in &tokens {
-        assert!(!app.validate(token).await.active);
+        assert!(!app.validate(token).await.unwrap().active);
     }
     assert_error(
         app.login("user@example.com", PASSWORD).await,
@@ -568,7 +436,7 @@ async fn an_admin_lists_and_revokes_the_sessions_of_a_user() {
 async fn approved_by_survives_the_deletion_of_the_approving_admin() {
     let (app, root, _) = setup().await;
     let helper = root.create("helper@example.com", true).await.unwrap();
-    let helper_admin = Admin::new(&app, &access_token(&app, "helper@example.com").await).await;
+    let helper_admin = app.as_admin(&access_token(&app, "helper@example.com").await);
     let pending = app.register("pending@example.com", PASSWORD).await.unwrap();
     helper_admin
         .set_status(&pending.id, UserStatus::Approved)
@@ -612,7 +480,7 @@ async fn an_admin_may_step_down_while_another_remains() {
     let other = root.create("other@example.com", true).await.unwrap();
     let demoted = root.set_admin(&me.id, false).await.unwrap();
     assert!(!demoted.is_admin);
-    let other_admin = Admin::new(&app, &access_token(&app, "other@example.com").await).await;
+    let other_admin = app.as_admin(&access_token(&app, "other@example.com").await);
     assert_error(
         other_admin.set_admin(&other.id, false).await,
         Code::FailedPrecondition,
@@ -647,7 +515,7 @@ fn refused_sensibly(result: &Result<impl std::fmt::Debug, Status>, allowed: &[&s
 async fn two_admins_demoting_each_other_at_once_leave_one_admin() {
     let (app, root, me) = setup().await;
     let other = root.create("other@example.com", true).await.unwrap();
-    let other_admin = Admin::new(&app, &access_token(&app, "other@example.com").await).await;
+    let other_admin = app.as_admin(&access_token(&app, "other@example.com").await);
     for round in 0..20 {
         let (a, b) = tokio::join!(
             root.set_admin(&other.id, false),
@@ -685,7 +553,7 @@ async fn two_admins_deleting_each_other_at_once_leave_one_admin() {
     for round in 0..10 {
         let email = format!("peer{round}@example.com");
         let peer = survivor.create(&email, true).await.unwrap();
-        let peer_admin = Admin::new(&app, &access_token(&app, &email).await).await;
+        let peer_admin = app.as_admin(&access_token(&app, &email).await);
         let (x, y) = tokio::join!(survivor.delete(&peer.id), peer_admin.delete(&survivor_id));
         assert_eq!(
             approved_admins(&app).await,

@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use warden::proto::v1 as pb;
 
 use crate::helpers::{
-    ADMIN_EMAIL, CHEAP_HASHING_ENV, PASSWORD, Remote, ServerProcess, TestDatabase, count,
+    ADMIN_EMAIL, CHEAP_HASHING_ENV, Client, PASSWORD, ServerProcess, TestDatabase, count,
     spawn_app_on, warden, with_bearer,
 };
 
@@ -82,7 +82,7 @@ async fn integrity(db: &DatabaseConnection) -> String {
     .expect("text")
 }
 
-async fn create_user(client: &Remote, admin_token: &str, email: &str) {
+async fn create_user(client: &Client, admin_token: &str, email: &str) {
     client
         .admin
         .clone()
@@ -100,7 +100,7 @@ async fn create_user(client: &Remote, admin_token: &str, email: &str) {
 }
 
 /// The admin's access token, on a fresh database.
-async fn admin_token(client: &Remote) -> String {
+async fn admin_token(client: &Client) -> String {
     client.register(ADMIN_EMAIL, PASSWORD).await.unwrap();
     client
         .login(ADMIN_EMAIL, PASSWORD)
@@ -158,7 +158,7 @@ struct Load {
 }
 
 impl Load {
-    fn start(client: &Remote, admin: &str) -> Self {
+    fn start(client: &Client, admin: &str) -> Self {
         let acknowledged = Arc::new(Mutex::new(Vec::new()));
         let (progress_tx, progress) = watch::channel(0);
         let progress_tx = Arc::new(progress_tx);

@@ -35,7 +35,7 @@ async fn metrics_count_calls_by_method_and_code_and_logins_by_outcome() {
     app.register(ADMIN_EMAIL, PASSWORD).await.unwrap();
     let _ = app.login(ADMIN_EMAIL, "not the right passphrase").await;
     app.login(ADMIN_EMAIL, PASSWORD).await.unwrap();
-    let _ = app.get_me(None).await;
+    let _ = app.get_me_with(None).await;
     let (status, text) = app.http_get("/metrics").await;
     assert_eq!(status, 200);
     for line in [
@@ -80,7 +80,7 @@ async fn a_request_id_is_echoed_or_made_up() {
         .unwrap();
     assert!(uuid::Uuid::try_parse(made_up).is_ok(), "{made_up}");
     // Errors carry it too.
-    let status = app.get_me(None).await.unwrap_err();
+    let status = app.get_me_with(None).await.unwrap_err();
     assert!(status.metadata().get("x-request-id").is_some());
 }
 

@@ -140,7 +140,8 @@ pub struct TestApp {
     pub http_addr: SocketAddr,
     pub clock: Arc<ManualClock>,
     pub state: Arc<AppState>,
-    pub auth: AuthClient<Channel>,
+    /// The calls tests make, on one connection; `TestApp` derefs to it.
+    pub client: Client,
     stop: Option<oneshot::Sender<()>>,
     // Declared last: dropped after the server was told to stop.
     pub database: TestDatabase,
@@ -181,13 +182,13 @@ pub async fn spawn_app_on(database: TestDatabase, configure: impl FnOnce(&mut Co
     tokio::spawn(app.run_until_stopped(async {
         let _ = stopped.await;
     }));
-    let auth = AuthClient::new(channel(addr).await);
+    let client = Client::connect(addr).await;
     let app = TestApp {
         addr,
         http_addr,
         clock,
         state,
-        auth,
+        client,
         stop: Some(stop),
         database,
     };
@@ -223,6 +224,14 @@ pub async fn channel(addr: SocketAddr) -> Channel {
         .expect("connect to the test server")
 }
 
+impl std::ops::Deref for TestApp {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
 impl TestApp {
     pub fn now(&self) -> chrono::DateTime<Utc> {
         use warden::domain::clock::Clock as _;
@@ -231,148 +240,6 @@ impl TestApp {
 
     pub fn db(&self) -> &DatabaseConnection {
         &self.state.db
-    }
-
-    pub async fn register(&self, email: &str, password: &str) -> Result<pb::User, Status> {
-        self.auth
-            .clone()
-            .register(pb::RegisterRequest {
-                email: email.into(),
-                password: password.into(),
-                display_name: String::new(),
-            })
-            .await
-            .map(|r| r.into_inner().user.expect("user"))
-    }
-
-    pub async fn login(&self, email: &str, password: &str) -> Result<pb::LoginResponse, Status> {
-        self.auth
-            .clone()
-            .login(pb::LoginRequest {
-                email: email.into(),
-                password: password.into(),
-                device: None,
-            })
-            .await
-            .map(|r| r.into_inner())
-    }
-
-    /// Registers the first account (an approved admin) and logs it in.
-    pub async fn admin_session(&self) -> (pb::User, String) {
-        let user = self
-            .register(ADMIN_EMAIL, PASSWORD)
-            .await
-            .expect("register admin");
-        let login = self
-            .login(ADMIN_EMAIL, PASSWORD)
-            .await
-            .expect("admin login");
-        (user, login.tokens.expect("tokens").access_token)
-    }
-
-    pub async fn get_me(&self, authorization: Option<&str>) -> Result<pb::User, Status> {
-        let mut request = Request::new(pb::GetMeRequest {});
-        if let Some(value) = authorization {
-            request
-                .metadata_mut()
-                .insert("authorization", value.parse().expect("metadata value"));
-        }
-        self.auth
-            .clone()
-            .get_me(request)
-            .await
-            .map(|r| r.into_inner().user.expect("user"))
-    }
-
-    pub async fn refresh(&self, refresh_token: &str) -> Result<pb::TokenPair, Status> {
-        self.auth
-            .clone()
-            .refresh(pb::RefreshRequest {
-                refresh_token: refresh_token.into(),
-            })
-            .await
-            .map(|r| r.into_inner().tokens.expect("tokens"))
-    }
-
-    pub async fn logout(&self, access_token: &str, all_sessions: bool) -> Result<i32, Status> {
-        self.auth
-            .clone()
-            .logout(with_bearer(
-                pb::LogoutRequest { all_sessions },
-                access_token,
-            ))
-            .await
-            .map(|r| r.into_inner().revoked_sessions)
-    }
-
-    pub async fn list_sessions(
-        &self,
-        access_token: &str,
-        include_inactive: bool,
-    ) -> Result<Vec<pb::Session>, Status> {
-        self.auth
-            .clone()
-            .list_sessions(with_bearer(
-                pb::ListSessionsRequest { include_inactive },
-                access_token,
-            ))
-            .await
-            .map(|r| r.into_inner().sessions)
-    }
-
-    pub async fn revoke_session(&self, access_token: &str, session_id: &str) -> Result<(), Status> {
-        self.auth
-            .clone()
-            .revoke_session(with_bearer(
-                pb::RevokeSessionRequest {
-                    session_id: session_id.into(),
-                },
-                access_token,
-            ))
-            .await
-            .map(|_| ())
-    }
-
-    pub async fn change_password(
-        &self,
-        access_token: &str,
-        current: &str,
-        new: &str,
-    ) -> Result<i32, Status> {
-        self.auth
-            .clone()
-            .change_password(with_bearer(
-                pb::ChangePasswordRequest {
-                    current_password: current.into(),
-                    new_password: new.into(),
-                },
-                access_token,
-            ))
-            .await
-            .map(|r| r.into_inner().revoked_sessions)
-    }
-
-    pub async fn update_me(
-        &self,
-        access_token: &str,
-        request: pb::UpdateMeRequest,
-    ) -> Result<pb::User, Status> {
-        self.auth
-            .clone()
-            .update_me(with_bearer(request, access_token))
-            .await
-            .map(|r| r.into_inner().user.expect("user"))
-    }
-
-    pub async fn validate(&self, token: &str) -> pb::ValidateTokenResponse {
-        self.auth
-            .clone()
-            .validate_token(pb::ValidateTokenRequest {
-                access_token: token.into(),
-            })
-            .await
-            .expect("ValidateToken never fails for a bad token")
-            .into_inner()
     }
 
     /// A plain HTTP/1.0 GET on the side port: (status, body).
@@ -510,8 +377,8 @@ impl ServerProcess {
         matches!(self.child.try_wait(), Ok(None))
     }
 
-    pub async fn client(&self) -> Remote {
-        Remote::connect(self.addr).await
+    pub async fn client(&self) -> Client {
+        Client::connect(self.addr).await
     }
 
     /// SIGTERM, then the exit code and every line the server logged.
@@ -588,16 +455,18 @@ fn database_names_are_swapped_in_urls() {
     );
 }
 
-/// A client of a server in another process, for tests that also run
-/// while the database is failing (so nothing here expects success).
+/// A client of a warden server, in this process (`TestApp` derefs to one)
+/// or another (`ServerProcess::client`): its services on one connection,
+/// and the calls tests make. Nothing here expects success, so that tests of
+/// a failing database use it too.
 #[derive(Clone)]
-pub struct Remote {
+pub struct Client {
     pub auth: AuthClient<Channel>,
     pub admin: UserAdminClient<Channel>,
     pub health: HealthClient<Channel>,
 }
 
-impl Remote {
+impl Client {
     pub async fn connect(addr: SocketAddr) -> Self {
         let channel = channel(addr).await;
         Self {
@@ -613,7 +482,7 @@ impl Remote {
             .register(pb::RegisterRequest {
                 email: email.into(),
                 password: password.into(),
-                display_name: String::new(),
+                ..Default::default()
             })
             .await
             .map(|r| r.into_inner().user.expect("user"))
@@ -625,10 +494,44 @@ impl Remote {
             .login(pb::LoginRequest {
                 email: email.into(),
                 password: password.into(),
-                device: None,
+                ..Default::default()
             })
             .await
             .map(|r| r.into_inner())
+    }
+
+    /// Registers the first account (an approved admin) and logs it in.
+    pub async fn admin_session(&self) -> (pb::User, String) {
+        let user = self
+            .register(ADMIN_EMAIL, PASSWORD)
+            .await
+            .expect("register admin");
+        let login = self
+            .login(ADMIN_EMAIL, PASSWORD)
+            .await
+            .expect("admin login");
+        (user, login.tokens.expect("tokens").access_token)
+    }
+
+    /// GetMe with `authorization: Bearer <access_token>`.
+    pub async fn get_me(&self, access_token: &str) -> Result<pb::User, Status> {
+        self.get_me_with(Some(&format!("Bearer {access_token}")))
+            .await
+    }
+
+    /// GetMe with this `authorization` header, or none.
+    pub async fn get_me_with(&self, authorization: Option<&str>) -> Result<pb::User, Status> {
+        let mut request = Request::new(pb::GetMeRequest {});
+        if let Some(value) = authorization {
+            request
+                .metadata_mut()
+                .insert("authorization", value.parse().expect("metadata value"));
+        }
+        self.auth
+            .clone()
+            .get_me(request)
+            .await
+            .map(|r| r.into_inner().user.expect("user"))
     }
 
     pub async fn refresh(&self, refresh_token: &str) -> Result<pb::TokenPair, Status> {
@@ -641,14 +544,78 @@ impl Remote {
             .map(|r| r.into_inner().tokens.expect("tokens"))
     }
 
-    pub async fn get_me(&self, access_token: &str) -> Result<pb::User, Status> {
+    pub async fn logout(&self, access_token: &str, all_sessions: bool) -> Result<i32, Status> {
         self.auth
             .clone()
-            .get_me(with_bearer(pb::GetMeRequest {}, access_token))
+            .logout(with_bearer(
+                pb::LogoutRequest { all_sessions },
+                access_token,
+            ))
+            .await
+            .map(|r| r.into_inner().revoked_sessions)
+    }
+
+    pub async fn list_sessions(
+        &self,
+        access_token: &str,
+        include_inactive: bool,
+    ) -> Result<Vec<pb::Session>, Status> {
+        self.auth
+            .clone()
+            .list_sessions(with_bearer(
+                pb::ListSessionsRequest { include_inactive },
+                access_token,
+            ))
+            .await
+            .map(|r| r.into_inner().sessions)
+    }
+
+    pub async fn revoke_session(&self, access_token: &str, session_id: &str) -> Result<(), Status> {
+        self.auth
+            .clone()
+            .revoke_session(with_bearer(
+                pb::RevokeSessionRequest {
+                    session_id: session_id.into(),
+                },
+                access_token,
+            ))
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn change_password(
+        &self,
+        access_token: &str,
+        current: &str,
+        new: &str,
+    ) -> Result<i32, Status> {
+        self.auth
+            .clone()
+            .change_password(with_bearer(
+                pb::ChangePasswordRequest {
+                    current_password: current.into(),
+                    new_password: new.into(),
+                },
+                access_token,
+            ))
+            .await
+            .map(|r| r.into_inner().revoked_sessions)
+    }
+
+    pub async fn update_me(
+        &self,
+        access_token: &str,
+        request: pb::UpdateMeRequest,
+    ) -> Result<pb::User, Status> {
+        self.auth
+            .clone()
+            .update_me(with_bearer(request, access_token))
             .await
             .map(|r| r.into_inner().user.expect("user"))
     }
 
+    /// ValidateToken; it never fails for a bad token, only when the server
+    /// cannot answer.
     pub async fn validate(&self, access_token: &str) -> Result<pb::ValidateTokenResponse, Status> {
         self.auth
             .clone()
@@ -659,15 +626,12 @@ impl Remote {
             .map(|r| r.into_inner())
     }
 
-    pub async fn logout(&self, access_token: &str, all_sessions: bool) -> Result<i32, Status> {
-        self.auth
-            .clone()
-            .logout(with_bearer(
-                pb::LogoutRequest { all_sessions },
-                access_token,
-            ))
-            .await
-            .map(|r| r.into_inner().revoked_sessions)
+    /// UserAdmin calls that send `access_token` with every call.
+    pub fn as_admin(&self, access_token: &str) -> AsAdmin {
+        AsAdmin {
+            client: self.admin.clone(),
+            token: access_token.to_owned(),
+        }
     }
 
     pub async fn list_users(&self, access_token: &str) -> Result<Vec<pb::User>, Status> {
@@ -723,6 +687,138 @@ impl Remote {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         false
+    }
+}
+
+/// The UserAdmin service of a `Client`, sending `token` with every call.
+pub struct AsAdmin {
+    pub client: UserAdminClient<Channel>,
+    pub token: String,
+}
+
+impl AsAdmin {
+    pub async fn list(
+        &self,
+        request: pb::ListUsersRequest,
+    ) -> Result<pb::ListUsersResponse, Status> {
+        self.client
+            .clone()
+            .list_users(with_bearer(request, &self.token))
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    pub async fn get(&self, user_id: &str) -> Result<pb::User, Status> {
+        let request = pb::GetUserRequest {
+            user_id: user_id.into(),
+        };
+        self.client
+            .clone()
+            .get_user(with_bearer(request, &self.token))
+            .await
+            .map(|r| r.into_inner().user.unwrap())
+    }
+
+    pub async fn create(&self, email: &str, is_admin: bool) -> Result<pb::User, Status> {
+        let request = pb::CreateUserRequest {
+            email: email.into(),
+            password: PASSWORD.into(),
+            display_name: "Created".into(),
+            is_admin,
+        };
+        self.client
+            .clone()
+            .create_user(with_bearer(request, &self.token))
+            .await
+            .map(|r| r.into_inner().user.unwrap())
+    }
+
+    pub async fn update(&self, request: pb::UpdateUserRequest) -> Result<pb::User, Status> {
+        self.client
+            .clone()
+            .update_user(with_bearer(request, &self.token))
+            .await
+            .map(|r| r.into_inner().user.unwrap())
+    }
+
+    pub async fn set_status(
+        &self,
+        user_id: &str,
+        status: pb::UserStatus,
+    ) -> Result<pb::User, Status> {
+        self.update(pb::UpdateUserRequest {
+            user_id: user_id.into(),
+            status: Some(status.into()),
+            ..Default::default()
+        })
+        .await
+    }
+
+    pub async fn set_admin(&self, user_id: &str, is_admin: bool) -> Result<pb::User, Status> {
+        self.update(pb::UpdateUserRequest {
+            user_id: user_id.into(),
+            is_admin: Some(is_admin),
+            ..Default::default()
+        })
+        .await
+    }
+
+    pub async fn delete(&self, user_id: &str) -> Result<(), Status> {
+        let request = pb::DeleteUserRequest {
+            user_id: user_id.into(),
+        };
+        self.client
+            .clone()
+            .delete_user(with_bearer(request, &self.token))
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn reset_password(&self, user_id: &str, new_password: &str) -> Result<i32, Status> {
+        let request = pb::ResetPasswordRequest {
+            user_id: user_id.into(),
+            new_password: new_password.into(),
+        };
+        self.client
+            .clone()
+            .reset_password(with_bearer(request, &self.token))
+            .await
+            .map(|r| r.into_inner().revoked_sessions)
+    }
+
+    pub async fn count_pending(&self) -> Result<i64, Status> {
+        self.client
+            .clone()
+            .count_pending_users(with_bearer(pb::CountPendingUsersRequest {}, &self.token))
+            .await
+            .map(|r| r.into_inner().count)
+    }
+
+    pub async fn sessions(
+        &self,
+        user_id: &str,
+        include_inactive: bool,
+    ) -> Result<Vec<pb::Session>, Status> {
+        let request = pb::ListUserSessionsRequest {
+            user_id: user_id.into(),
+            include_inactive,
+        };
+        self.client
+            .clone()
+            .list_user_sessions(with_bearer(request, &self.token))
+            .await
+            .map(|r| r.into_inner().sessions)
+    }
+
+    pub async fn revoke_sessions(&self, user_id: &str) -> Result<i32, Status> {
+        let request = pb::RevokeUserSessionsRequest {
+            user_id: user_id.into(),
+        };
+        self.client
+            .clone()
+            .revoke_user_sessions(with_bearer(request, &self.token))
+            .await
+            .map(|r| r.into_inner().revoked_sessions)
     }
 }
 

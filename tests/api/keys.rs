@@ -17,7 +17,7 @@ use warden::{
 };
 
 use crate::helpers::{
-    ADMIN_EMAIL, CHEAP_HASHING_ENV, PASSWORD, Remote, ServerProcess, TestApp, TestDatabase,
+    ADMIN_EMAIL, CHEAP_HASHING_ENV, Client, PASSWORD, ServerProcess, TestApp, TestDatabase,
     spawn_app, spawn_app_on, spawn_app_with, warden,
 };
 
@@ -156,7 +156,7 @@ async fn after_a_rotation_old_tokens_verify_until_they_expire_then_the_old_key_l
         "the command names the new key: {output}"
     );
     assert!(
-        app.validate(&old_token).await.active,
+        app.validate(&old_token).await.unwrap().active,
         "the old key still verifies"
     );
 
@@ -177,7 +177,7 @@ async fn after_a_rotation_old_tokens_verify_until_they_expire_then_the_old_key_l
     assert_eq!(retired, [old_kid]);
     assert_eq!(jwks_kids(&app).await, [new_kid]);
     assert_eq!(stored_kids(&app).await, 1);
-    assert!(!app.validate(&old_token).await.active);
+    assert!(!app.validate(&old_token).await.unwrap().active);
 }
 
 #[tokio::test]
@@ -228,7 +228,7 @@ async fn with_a_key_encryption_key_private_keys_are_stored_encrypted() {
     let kek = KeyEncryptionKey::parse(&kek_text(1)).unwrap();
     let app = spawn_app_with(|c| c.key_encryption_key = Some(kek.clone())).await;
     let (_, token) = app.admin_session().await;
-    assert!(app.validate(&token).await.active);
+    assert!(app.validate(&token).await.unwrap().active);
     let rows = signing_key::Entity::find().all(app.db()).await.unwrap();
     assert!(
         rows.iter().all(|r| r.private_key.starts_with(b"wke1")),
@@ -301,8 +301,8 @@ async fn a_key_encryption_key_set_later_seals_the_clear_keys_and_rotates_a_new_o
     both.sort();
     assert_eq!(published, both, "both keys published");
     // Tokens of the old key verify until it retires, like any replaced key.
-    assert!(sealed.validate(&old_token).await.active);
-    assert!(sealed.validate(&new_token).await.active);
+    assert!(sealed.validate(&old_token).await.unwrap().active);
+    assert!(sealed.validate(&new_token).await.unwrap().active);
     sealed
         .state
         .tokens
@@ -312,7 +312,7 @@ async fn a_key_encryption_key_set_later_seals_the_clear_keys_and_rotates_a_new_o
     let at = retire_after(&sealed, &old_kid).await;
     sealed.clock.advance(until(&sealed, expiry_of(&old_token)));
     assert!(
-        sealed.validate(&old_token).await.active,
+        sealed.validate(&old_token).await.unwrap().active,
         "at its expiry, still good"
     );
     sealed.clock.advance(until(&sealed, at));
@@ -332,7 +332,7 @@ async fn with_a_key_encryption_key_a_clear_key_written_later_is_refused_not_used
     let app = spawn_app_with(|c| c.key_encryption_key = Some(kek)).await;
     let (_, token) = app.admin_session().await;
     let sealed_kid = kid_of(&token);
-    let claims = app.validate(&token).await;
+    let claims = app.validate(&token).await.unwrap();
 
     // What a replica started without the key-encryption key writes: a
     // newer key, in the clear.
@@ -367,7 +367,7 @@ async fn with_a_key_encryption_key_a_clear_key_written_later_is_refused_not_used
         )
         .unwrap();
     assert!(
-        !app.validate(&issued.token).await.active,
+        !app.validate(&issued.token).await.unwrap().active,
         "not verified with it"
     );
     assert!(
@@ -399,7 +399,7 @@ async fn good_on_both_until_they_expire(
         }
         for (name, app) in [("A", a), ("B", b)] {
             assert!(
-                app.validate(token).await.active,
+                app.validate(token).await.unwrap().active,
                 "a token of {} on {name} at its expiry",
                 kid_of(token)
             );
@@ -488,7 +488,7 @@ async fn replica_processes_reloading_every_second_and_every_three_both_keep_the_
     let b = ServerProcess::start(&db, &env("3s")).await;
     let clients = [a.client().await, b.client().await];
     clients[0].register(ADMIN_EMAIL, PASSWORD).await.unwrap();
-    let login = |client: &Remote| {
+    let login = |client: &Client| {
         let client = client.clone();
         async move {
             client

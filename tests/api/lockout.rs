@@ -224,7 +224,7 @@ async fn a_wrong_current_password_counts_as_a_failed_login() {
 
 async fn admin_client(app: &TestApp) -> (UserAdminClient<tonic::transport::Channel>, String) {
     let (_, token) = app.admin_session().await;
-    (UserAdminClient::new(channel(app.addr).await), token)
+    (app.admin.clone(), token)
 }
 
 #[tokio::test]
@@ -549,7 +549,7 @@ async fn a_hundred_failures_in_a_row_lock_until_an_admin_resets_the_password() {
         .unwrap();
     assert_rate_limited(app.login("target@example.com", PASSWORD).await);
     let (mut admin, token) = (
-        UserAdminClient::new(channel(app.addr).await),
+        app.admin.clone(),
         app.login(ADMIN_EMAIL, PASSWORD)
             .await
             .unwrap()

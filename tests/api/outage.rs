@@ -31,7 +31,7 @@ use warden::{
 
 use crate::{
     helpers::{
-        ADMIN_EMAIL, CHEAP_HASHING_ENV, PASSWORD, Remote, ServerProcess, TestDatabase,
+        ADMIN_EMAIL, CHEAP_HASHING_ENV, Client, PASSWORD, ServerProcess, TestDatabase,
         assert_error, count, describe, http_get, is_database_unavailable, spawn_app,
         spawn_app_with,
     },
@@ -121,7 +121,7 @@ struct Chain {
 }
 
 async fn refresh_loop(
-    client: Remote,
+    client: Client,
     chain: Arc<Mutex<Chain>>,
     seen: Arc<Observed>,
     stop: Arc<AtomicBool>,
@@ -159,7 +159,7 @@ async fn refresh_loop(
 }
 
 async fn register_loop(
-    client: Remote,
+    client: Client,
     name: &'static str,
     seen: Arc<Observed>,
     stop: Arc<AtomicBool>,
@@ -176,7 +176,7 @@ async fn register_loop(
     }
 }
 
-async fn login_loop(client: Remote, seen: Arc<Observed>, stop: Arc<AtomicBool>) {
+async fn login_loop(client: Client, seen: Arc<Observed>, stop: Arc<AtomicBool>) {
     while !stop.load(Ordering::SeqCst) {
         let started = Instant::now();
         let outcome = bounded(client.login(ADMIN_EMAIL, PASSWORD)).await;
@@ -480,7 +480,7 @@ async fn populated(database: &TestDatabase) -> (String, String) {
 }
 
 /// What must keep working when the database only reads.
-async fn reads_keep_working(client: &Remote, access_token: &str) {
+async fn reads_keep_working(client: &Client, access_token: &str) {
     let me = client.get_me(access_token).await.expect("GetMe reads");
     assert_eq!(me.email, ADMIN_EMAIL);
     assert!(

@@ -33,11 +33,11 @@ async fn changing_the_password_keeps_this_session_and_ends_the_others() {
         .unwrap();
     assert_eq!(revoked, 2);
     assert!(
-        app.validate(&tokens[0]).await.active,
+        app.validate(&tokens[0]).await.unwrap().active,
         "the caller's session stays"
     );
     for other in &tokens[1..] {
-        assert!(!app.validate(other).await.active);
+        assert!(!app.validate(other).await.unwrap().active);
     }
     assert_error(
         app.login(ADMIN_EMAIL, PASSWORD).await,
@@ -57,7 +57,7 @@ async fn a_wrong_current_password_changes_nothing() {
         "WRONG_PASSWORD",
     );
     assert_eq!(status.message(), "Current password is incorrect");
-    assert!(app.validate(&tokens[1]).await.active);
+    assert!(app.validate(&tokens[1]).await.unwrap().active);
     assert!(app.login(ADMIN_EMAIL, PASSWORD).await.is_ok());
 }
 
@@ -102,7 +102,7 @@ fn change(
 async fn the_display_name_changes_without_a_password() {
     let (app, tokens) = admin_with_sessions(1).await;
     let before = app
-        .get_me(Some(&format!("Bearer {}", tokens[0])))
+        .get_me_with(Some(&format!("Bearer {}", tokens[0])))
         .await
         .unwrap();
     app.clock.advance(Duration::from_secs(10));
@@ -120,7 +120,7 @@ async fn the_display_name_changes_without_a_password() {
 async fn an_update_that_changes_nothing_leaves_updated_at_alone() {
     let (app, tokens) = admin_with_sessions(1).await;
     let before = app
-        .get_me(Some(&format!("Bearer {}", tokens[0])))
+        .get_me_with(Some(&format!("Bearer {}", tokens[0])))
         .await
         .unwrap();
     app.clock.advance(Duration::from_secs(10));
@@ -226,7 +226,7 @@ async fn update_me_refuses_display_names_with_bidi_overrides_or_isolates() {
         );
     }
     let me = app
-        .get_me(Some(&format!("Bearer {}", tokens[0])))
+        .get_me_with(Some(&format!("Bearer {}", tokens[0])))
         .await
         .unwrap();
     assert!(

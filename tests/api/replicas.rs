@@ -11,7 +11,7 @@ use warden::proto::v1::UserStatus;
 use warden_migrations::{Migrator, MigratorTrait};
 
 use crate::helpers::{
-    ADMIN_EMAIL, CHEAP_HASHING_ENV, PASSWORD, Remote, ServerProcess, TestDatabase, assert_error,
+    ADMIN_EMAIL, CHEAP_HASHING_ENV, Client, PASSWORD, ServerProcess, TestDatabase, assert_error,
     count, describe, spawn_app, spawn_app_on, warden,
 };
 
@@ -27,7 +27,7 @@ fn server_env(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'st
 async fn replicas(
     n: usize,
     extra: &[(&'static str, &'static str)],
-) -> (TestDatabase, Vec<ServerProcess>, Vec<Remote>) {
+) -> (TestDatabase, Vec<ServerProcess>, Vec<Client>) {
     let database = TestDatabase::create().await;
     let env = server_env(extra);
     let mut servers = Vec::new();
@@ -265,7 +265,7 @@ async fn concurrent_migrations_and_replicas_starting_together_leave_one_sound_sc
     }
 
     // One service: one signing key, one set of users.
-    let jwks: Vec<Vec<String>> = join_all(clients.iter().map(Remote::jwks_kids))
+    let jwks: Vec<Vec<String>> = join_all(clients.iter().map(Client::jwks_kids))
         .await
         .into_iter()
         .map(Result::unwrap)
