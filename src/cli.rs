@@ -26,15 +26,15 @@ use crate::{
         Cli, Command, CreateAdminArgs, HealthcheckArgs, KeysCommand, LogArgs, MigrateArgs,
         RotateArgs, ServeArgs,
     },
-    domain::error::Error,
     domain::{
         accounts,
         clock::{Clock as _, SystemClock},
+        error::Error,
         password::{Hasher, PasswordPolicy},
         tokens,
     },
     proto::FILE_DESCRIPTOR_SET,
-    telemetry,
+    store, telemetry,
 };
 
 pub async fn run(cli: Cli) -> ExitCode {
@@ -58,7 +58,9 @@ async fn rotate_keys(mut args: RotateArgs) -> ExitCode {
     let result = async {
         let db =
             app::open_database(&args.database.database_url, args.database.database_timeout).await?;
-        Ok::<_, anyhow::Error>(tokens::rotate_keys(&db, SystemClock.now(), kek.as_ref()).await?)
+        let rotated = tokens::rotate_keys(&db, SystemClock.now(), kek.as_ref()).await;
+        close_database(&db).await;
+        Ok::<_, anyhow::Error>(rotated?)
     }
     .await;
     match result {
@@ -157,11 +159,20 @@ async fn shutdown_signal() {
 async fn migrate(args: MigrateArgs) -> ExitCode {
     init_logs(&args.log);
     match app::open_database(&args.database.database_url, args.database.database_timeout).await {
-        Ok(_) => {
+        Ok(db) => {
+            close_database(&db).await;
             tracing::info!("migrations applied");
             ExitCode::SUCCESS
         }
         Err(e) => failed(&e),
+    }
+}
+
+/// A command done with the database closes it, as a stopping server does,
+/// so that SQLite folds its write-ahead log into the file.
+async fn close_database(db: &store::Db) {
+    if let Err(e) = store::close(db).await {
+        tracing::warn!(error = %e, "closing the database failed");
     }
 }
 
@@ -185,14 +196,14 @@ async fn create_admin(args: CreateAdminArgs) -> ExitCode {
             password,
             display_name: args.name.clone(),
         };
-        accounts::create_admin(&db, &hasher, policy, account, now)
-            .await
-            .map_err(|e| match e {
-                Error::EmailTaken => {
-                    anyhow::anyhow!("an account with email {} already exists", args.email.trim())
-                }
-                other => anyhow::Error::new(other),
-            })
+        let created = accounts::create_admin(&db, &hasher, policy, account, now).await;
+        close_database(&db).await;
+        created.map_err(|e| match e {
+            Error::EmailTaken => {
+                anyhow::anyhow!("an account with email {} already exists", args.email.trim())
+            }
+            other => anyhow::Error::new(other),
+        })
     }
     .await;
     match result {

@@ -149,6 +149,54 @@ async fn after_a_clean_stop_the_database_file_alone_holds_every_row() {
     db.close().await.unwrap();
 }
 
+/// Commands that write to the database close it when they are done, as a
+/// stopping server does, so that the file alone is the whole database.
+#[tokio::test]
+async fn migrate_create_admin_and_keys_rotate_leave_no_write_ahead_log() {
+    let (database, file) = sqlite_database();
+    for args in [
+        &["migrate"][..],
+        &[
+            "create-admin",
+            "--email",
+            "root@example.com",
+            "--password-stdin",
+        ],
+        &["keys", "rotate"],
+    ] {
+        let mut command = crate::helpers::warden();
+        command
+            .args(args)
+            .env("WARDEN_DATABASE_URL", database.url())
+            .envs(CHEAP_HASHING_ENV)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        let mut child = command.spawn().unwrap();
+        {
+            use tokio::io::AsyncWriteExt as _;
+            let mut stdin = child.stdin.take().unwrap();
+            stdin
+                .write_all(format!("{PASSWORD}\n").as_bytes())
+                .await
+                .unwrap();
+        }
+        let output = child.wait_with_output().await.unwrap();
+        assert!(output.status.success(), "{args:?}: {output:?}");
+        assert!(
+            absent_or_empty(&beside(&file, "-wal")),
+            "{args:?} left its write-ahead log"
+        );
+    }
+    let copy_dir = tempfile::tempdir().unwrap();
+    let copy = copy_dir.path().join("warden.db");
+    std::fs::copy(&file, &copy).unwrap();
+    let db = open_file(&copy).await;
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM users").await, 1);
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM signing_keys").await, 1);
+    db.close().await.unwrap();
+}
+
 /// Users created and logged in, one after another, by a few tasks at once.
 struct Load {
     acknowledged: Arc<Mutex<Vec<String>>>,
