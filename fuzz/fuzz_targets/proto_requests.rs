@@ -15,10 +15,10 @@ use warden::{
         page_token,
         password::PasswordPolicy,
         tokens::hash_refresh_token,
+        types::UserFilter,
     },
     grpc::convert::{new_status, status_filter},
     proto::v1 as pb,
-    store::users::UserFilter,
 };
 use warden_fuzz::{SERVICE, base_time};
 

@@ -9,13 +9,11 @@ use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use secrecy::SecretString;
 use unicode_normalization::UnicodeNormalization as _;
-use warden::{
-    domain::{
-        input::{Device, DisplayName, Email, parse_id},
-        lockout::lockout_key,
-        password::{MAX_PASSWORD_CHARS, PasswordPolicy},
-    },
+use warden::domain::{
     error::Error,
+    input::{Device, DisplayName, Email, parse_id},
+    password::{MAX_PASSWORD_CHARS, PasswordPolicy},
+    rules::lockout::lockout_key,
 };
 
 #[derive(Arbitrary, Debug)]

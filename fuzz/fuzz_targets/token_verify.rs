@@ -24,7 +24,7 @@ use libfuzzer_sys::fuzz_target;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
-use warden::{domain::tokens::VerifiedToken, error::Error};
+use warden::domain::{error::Error, tokens::VerifiedToken};
 use warden_fuzz::{
     AUDIENCE, ISSUER, Now, SERVICE, Signer, TTL_SECONDS, b64, base_time, known_key, unb64,
 };
