@@ -77,7 +77,7 @@ pub async fn run(cli: Cli, sources: Sources) -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve(*args, &sources, &usage).await,
         Command::Migrate(args) => migrate(args, &usage).await,
-        Command::CreateAdmin(args) => create_admin(args, &usage).await,
+        Command::CreateAdmin(args) => create_admin(args, &sources, &usage).await,
         Command::DescriptorSet => descriptor_set(),
         Command::Healthcheck(args) => healthcheck(args, &usage).await,
         Command::Keys(KeysCommand::Rotate(args)) => rotate_keys(args, &usage).await,
@@ -206,7 +206,7 @@ async fn serve(mut args: ServeArgs, sources: &Sources, usage: &Usage) -> ExitCod
     survive_file_size_limit();
     let config = args
         .into_config()
-        .unwrap_or_else(|e| usage.settings_error(e));
+        .unwrap_or_else(|e| usage.settings_error(sources.rename(&e)));
     // Every setting is checked before the database is opened.
     let prepared = match app::preflight(&config).await {
         Ok(prepared) => prepared,
@@ -289,9 +289,11 @@ async fn close_database(db: &store::Db) {
     }
 }
 
-async fn create_admin(args: CreateAdminArgs, usage: &Usage) -> ExitCode {
+async fn create_admin(args: CreateAdminArgs, sources: &Sources, usage: &Usage) -> ExitCode {
     init_logs(&args.log, usage);
-    let cost = args.hashing().unwrap_or_else(|e| usage.settings_error(e));
+    let cost = args
+        .hashing()
+        .unwrap_or_else(|e| usage.settings_error(sources.rename(&e)));
     let password = match admin_password(args.password_stdin) {
         Ok(p) => p,
         Err(e) => usage.settings_error(one_line(&e)),

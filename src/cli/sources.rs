@@ -13,6 +13,8 @@ pub struct Sources {
     /// The subcommand's path: `["keys", "rotate"]`.
     pub path: Vec<String>,
     from_environment: HashMap<String, bool>,
+    /// Each setting's variable, by flag name.
+    variables: HashMap<String, String>,
 }
 
 impl Sources {
@@ -32,6 +34,11 @@ impl Sources {
             let (Some(long), id) = (arg.get_long(), arg.get_id().as_str()) else {
                 continue;
             };
+            if let Some(variable) = arg.get_env().and_then(|v| v.to_str()) {
+                sources
+                    .variables
+                    .insert(long.to_owned(), variable.to_owned());
+            }
             match matches.value_source(id) {
                 Some(ValueSource::EnvVariable) => {
                     sources.from_environment.insert(long.to_owned(), true);
@@ -53,6 +60,20 @@ impl Sources {
             Some(false) => format!("--{flag}"),
             None => format!("--{flag} ({variable})"),
         }
+    }
+
+    /// `message` with each `--flag (VARIABLE)` it holds (the way messages
+    /// of checks over several settings name them) narrowed to the source
+    /// that was used.
+    pub fn rename(&self, message: &str) -> String {
+        let mut message = message.to_owned();
+        for (flag, variable) in &self.variables {
+            let both = format!("--{flag} ({variable})");
+            if message.contains(&both) {
+                message = message.replace(&both, &self.name(flag, variable));
+            }
+        }
+        message
     }
 
     /// A refused setting, naming the source that was used.
@@ -141,5 +162,23 @@ mod tests {
         assert!(!blamed.contains("--access-token-ttl"), "{blamed}");
         let given = argv(&["warden", "serve", "--access-token-ttl", "forever"]);
         assert!(blame_the_variable(&error, &command, &given, env).is_none());
+    }
+
+    #[test]
+    fn a_message_naming_flag_and_variable_keeps_the_one_that_was_used() {
+        let command = Cli::command();
+        let matches = command
+            .clone()
+            .try_get_matches_from(["warden", "serve", "--refresh-token-ttl", "2s"])
+            .unwrap();
+        let sources = Sources::of(&command, &matches);
+        assert_eq!(sources.path, ["serve"]);
+        let message = "--refresh-token-ttl (WARDEN_REFRESH_TOKEN_TTL) must not be shorter than \
+                       --access-token-ttl (WARDEN_ACCESS_TOKEN_TTL)";
+        assert_eq!(
+            sources.rename(message),
+            "--refresh-token-ttl must not be shorter than \
+             --access-token-ttl (WARDEN_ACCESS_TOKEN_TTL)"
+        );
     }
 }
