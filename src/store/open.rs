@@ -363,6 +363,24 @@ mod tests {
     }
 
     #[test]
+    fn an_unknown_database_and_a_refused_login_say_what_to_do() {
+        use crate::store::error::tests::Coded;
+        let refused = |code| sqlx::Error::Database(Box::new(Coded(code)));
+        let err = postgres(&pg(), Some(&refused("3D000")), None, None);
+        assert_eq!(err.cause, "database \"auth\" does not exist");
+        assert!(
+            err.hint
+                .unwrap()
+                .contains("createdb -h db.example -p 6543 -U ada auth")
+        );
+        for code in ["28P01", "28000"] {
+            let err = postgres(&pg(), Some(&refused(code)), None, None);
+            assert_eq!(err.cause, "authentication failed for user \"ada\"");
+            assert!(!err.to_string().contains("s3cret"));
+        }
+    }
+
+    #[test]
     fn io_causes_lose_the_os_error_number() {
         let e = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
         assert!(!io_cause(&e).contains("os error"));
