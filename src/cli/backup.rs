@@ -43,7 +43,9 @@ pub async fn run(args: BackupArgs, usage: &super::Usage) -> ExitCode {
         }
         Err(e) => {
             let advice = advice(&e);
-            eprintln!("error: {e}: {advice}");
+            // The database's error can carry the driver's layers.
+            let said = super::report::causes(std::iter::once(e.to_string()));
+            eprintln!("error: {said}: {advice}");
             ExitCode::FAILURE
         }
     }

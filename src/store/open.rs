@@ -131,16 +131,17 @@ async fn probe(host: &str, port: u16) -> Probe {
         Err(_) => Probe::Silent,
         Ok(Ok(_)) => Probe::Open,
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => Probe::Refused,
-        // tokio's resolver reports an unknown name as an error of kind
-        // Other (or Uncategorized) whose text comes from getaddrinfo.
-        Ok(Err(e))
-            if e.to_string().contains("failed to lookup address")
-                || e.to_string().contains("Name or service not known") =>
-        {
-            Probe::Unresolved
-        }
+        Ok(Err(e)) if is_unresolved(&e) => Probe::Unresolved,
         Ok(Err(e)) => Probe::Failed(io_cause(&e)),
     }
+}
+
+/// Whether `e` is the resolver's "no such host": tokio reports it as an
+/// error of kind Other (or Uncategorized) whose text comes from
+/// getaddrinfo.
+fn is_unresolved(e: &std::io::Error) -> bool {
+    let text = e.to_string();
+    text.contains("failed to lookup address") || text.contains("Name or service not known")
 }
 
 /// An I/O error in plain lower-case words, without "(os error 111)".
@@ -219,6 +220,10 @@ fn postgres(
                      WARDEN_DATABASE_TIMEOUT sets how long to wait"
                         .into(),
                 ),
+            ),
+            (Some(sqlx::Error::Io(e)), None) if is_unresolved(e) => (
+                format!("the host name {} does not resolve", pg.host),
+                Some("check the host in the database URL".into()),
             ),
             (Some(sqlx::Error::Io(e)), None) => (io_cause(e), None),
             (Some(sqlx::Error::Tls(e)), None) => (format!("TLS: {e}"), None),
