@@ -10,7 +10,7 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use clap::CommandFactory as _;
+use clap::{CommandFactory as _, FromArgMatches as _};
 use secrecy::SecretString;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
@@ -19,41 +19,100 @@ use tonic_health::pb::{
 };
 
 mod backup;
+mod report;
+mod sources;
+
+pub use report::one_line;
+pub use sources::Sources;
 
 use crate::{
     app::{self, Application},
     config::{
-        Cli, Command, CreateAdminArgs, HealthcheckArgs, KeysCommand, LogArgs, MigrateArgs,
-        RotateArgs, ServeArgs,
+        Cli, Command, CreateAdminArgs, HealthcheckArgs, KeysCommand, ListKeysArgs, LogArgs,
+        MigrateArgs, RotateArgs, ServeArgs,
     },
     domain::{
         accounts,
         clock::{Clock as _, SystemClock},
         error::Error,
         password::{Hasher, PasswordPolicy},
+        rules::keys::KeyState,
         tokens,
     },
     proto::FILE_DESCRIPTOR_SET,
     store, telemetry,
 };
 
-pub async fn run(cli: Cli) -> ExitCode {
+/// The command line and environment of this process, then the command.
+pub async fn main() -> ExitCode {
+    let (cli, sources) = parse_command_line();
+    run(cli, sources).await
+}
+
+/// Parses the command line and the `WARDEN_*` variables; on a bad value,
+/// exits 2 with clap's message, naming the variable when the value came
+/// from one.
+fn parse_command_line() -> (Cli, Sources) {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let mut command = Cli::command();
+    let matches = match command.try_get_matches_from_mut(&argv) {
+        Ok(matches) => matches,
+        Err(e) => {
+            if let Some(message) =
+                sources::blame_the_variable(&e, &command, &argv, |name| std::env::var_os(name))
+            {
+                eprint!("{message}");
+                std::process::exit(2);
+            }
+            e.exit()
+        }
+    };
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let sources = Sources::of(&command, &matches);
+    (cli, sources)
+}
+
+pub async fn run(cli: Cli, sources: Sources) -> ExitCode {
+    let usage = Usage(sources.path.clone());
     match cli.command {
-        Command::Serve(args) => serve(*args).await,
-        Command::Migrate(args) => migrate(args).await,
-        Command::CreateAdmin(args) => create_admin(args).await,
+        Command::Serve(args) => serve(*args, &sources, &usage).await,
+        Command::Migrate(args) => migrate(args, &usage).await,
+        Command::CreateAdmin(args) => create_admin(args, &sources, &usage).await,
         Command::DescriptorSet => descriptor_set(),
-        Command::Healthcheck(args) => healthcheck(args).await,
-        Command::Keys(KeysCommand::Rotate(args)) => rotate_keys(args).await,
-        Command::Backup(args) => backup::run(args).await,
+        Command::Healthcheck(args) => healthcheck(args, &usage).await,
+        Command::Keys(KeysCommand::Rotate(args)) => rotate_keys(args, &usage).await,
+        Command::Keys(KeysCommand::List(args)) => list_keys(args, &usage).await,
+        Command::Backup(args) => backup::run(args, &usage).await,
     }
 }
 
-async fn rotate_keys(mut args: RotateArgs) -> ExitCode {
-    init_logs(&args.log);
+/// The subcommand that runs (`["keys", "rotate"]`), for its usage line.
+pub(crate) struct Usage(Vec<String>);
+
+impl Usage {
+    /// A setting that is wrong (in combination, or as a file): reported the
+    /// way clap reports a single bad value, with the subcommand's usage
+    /// and exit code 2.
+    fn settings_error(&self, message: impl std::fmt::Display) -> ! {
+        let mut command = Cli::command();
+        command.build();
+        for name in &self.0 {
+            match command.find_subcommand(name) {
+                Some(sub) => command = sub.clone(),
+                None => break,
+            }
+        }
+        command
+            .error(clap::error::ErrorKind::ValueValidation, message)
+            .exit()
+    }
+}
+
+async fn rotate_keys(mut args: RotateArgs, usage: &Usage) -> ExitCode {
+    init_logs(&args.log, usage);
     args.encryption
         .read_key_from_environment()
-        .unwrap_or_else(|e| settings_error(e));
+        .unwrap_or_else(|e| usage.settings_error(e));
     let kek = args.encryption.key_encryption_key;
     let result = async {
         let db =
@@ -72,34 +131,88 @@ async fn rotate_keys(mut args: RotateArgs) -> ExitCode {
     }
 }
 
-/// A setting that is wrong in combination: reported the way clap reports a
-/// single bad value, with exit code 2.
-fn settings_error(message: impl std::fmt::Display) -> ! {
-    Cli::command()
-        .error(clap::error::ErrorKind::ValueValidation, message)
-        .exit()
-}
-
-fn init_logs(log: &LogArgs) {
-    if let Err(e) = telemetry::init(log) {
-        settings_error(e);
+/// `warden keys list`: one aligned line per key, newest first.
+async fn list_keys(args: ListKeysArgs, usage: &Usage) -> ExitCode {
+    init_logs(&args.log, usage);
+    let result = async {
+        let db =
+            app::open_database(&args.database.database_url, args.database.database_timeout).await?;
+        let listed = tokens::list_keys(&db, SystemClock.now()).await;
+        close_database(&db).await;
+        Ok::<_, anyhow::Error>(listed?)
+    }
+    .await;
+    match result {
+        Ok(keys) => {
+            print!("{}", key_table(&keys));
+            ExitCode::SUCCESS
+        }
+        Err(e) => failed(&e),
     }
 }
 
+fn key_table(keys: &[(tokens::SigningKey, KeyState)]) -> String {
+    let time = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let rows: Vec<[String; 4]> = keys
+        .iter()
+        .map(|(key, state)| {
+            [
+                key.kid.clone(),
+                time(key.created_at),
+                state.as_str().to_owned(),
+                key.retire_after.map_or_else(|| "-".to_owned(), time),
+            ]
+        })
+        .collect();
+    let header = ["KID", "CREATED", "STATE", "RETIRE AFTER"].map(str::to_owned);
+    let mut widths = header.clone().map(|h| h.len());
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.len());
+        }
+    }
+    let mut out = String::new();
+    for row in std::iter::once(&header).chain(&rows) {
+        let line = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, width)| format!("{cell:width$}"))
+            .collect::<Vec<_>>()
+            .join("  ");
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn init_logs(log: &LogArgs, usage: &Usage) {
+    if let Err(e) = telemetry::init(log) {
+        usage.settings_error(e);
+    }
+}
+
+/// One line on standard error, and nothing in the log: the log is for a
+/// server that runs, this is why it does not.
 fn failed(e: &anyhow::Error) -> ExitCode {
-    tracing::error!(error = format!("{e:#}"), "failed");
-    eprintln!("error: {e:#}");
+    eprintln!("error: {}", one_line(e));
     ExitCode::FAILURE
 }
 
-async fn serve(mut args: ServeArgs) -> ExitCode {
-    init_logs(&args.log);
+async fn serve(mut args: ServeArgs, sources: &Sources, usage: &Usage) -> ExitCode {
+    init_logs(&args.log, usage);
     args.encryption
         .read_key_from_environment()
-        .unwrap_or_else(|e| settings_error(e));
+        .unwrap_or_else(|e| usage.settings_error(e));
     survive_file_size_limit();
-    let config = args.into_config().unwrap_or_else(|e| settings_error(e));
-    let app = match Application::build(config, Arc::new(SystemClock)).await {
+    let config = args
+        .into_config()
+        .unwrap_or_else(|e| usage.settings_error(sources.rename(&e)));
+    // Every setting is checked before the database is opened.
+    let prepared = match app::preflight(&config).await {
+        Ok(prepared) => prepared,
+        Err(e) => usage.settings_error(sources.describe(&e)),
+    };
+    let app = match Application::build_prepared(config, prepared, Arc::new(SystemClock)).await {
         Ok(app) => app,
         Err(e) => return failed(&e),
     };
@@ -156,8 +269,8 @@ async fn shutdown_signal() {
     }
 }
 
-async fn migrate(args: MigrateArgs) -> ExitCode {
-    init_logs(&args.log);
+async fn migrate(args: MigrateArgs, usage: &Usage) -> ExitCode {
+    init_logs(&args.log, usage);
     match app::open_database(&args.database.database_url, args.database.database_timeout).await {
         Ok(db) => {
             close_database(&db).await;
@@ -176,12 +289,14 @@ async fn close_database(db: &store::Db) {
     }
 }
 
-async fn create_admin(args: CreateAdminArgs) -> ExitCode {
-    init_logs(&args.log);
-    let cost = args.hashing().unwrap_or_else(|e| settings_error(e));
+async fn create_admin(args: CreateAdminArgs, sources: &Sources, usage: &Usage) -> ExitCode {
+    init_logs(&args.log, usage);
+    let cost = args
+        .hashing()
+        .unwrap_or_else(|e| usage.settings_error(sources.rename(&e)));
     let password = match admin_password(args.password_stdin) {
         Ok(p) => p,
-        Err(e) => settings_error(format!("{e:#}")),
+        Err(e) => usage.settings_error(one_line(&e)),
     };
     let result = async {
         let db =
@@ -246,8 +361,8 @@ fn descriptor_set() -> ExitCode {
     }
 }
 
-async fn healthcheck(args: HealthcheckArgs) -> ExitCode {
-    let tls = args.tls.files().unwrap_or_else(|e| settings_error(e));
+async fn healthcheck(args: HealthcheckArgs, usage: &Usage) -> ExitCode {
+    let tls = args.tls.files().unwrap_or_else(|e| usage.settings_error(e));
     let check = async {
         match &tls {
             // With mTLS the gRPC port wants a client certificate the probe
@@ -263,9 +378,12 @@ async fn healthcheck(args: HealthcheckArgs) -> ExitCode {
         }
     };
     match tokio::time::timeout(args.timeout, check).await {
-        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Ok(status)) => {
+            println!("{status}");
+            ExitCode::SUCCESS
+        }
         Ok(Err(e)) => {
-            eprintln!("unhealthy: {e:#}");
+            eprintln!("unhealthy: {}", one_line(&e));
             ExitCode::FAILURE
         }
         Err(_) => {
@@ -289,7 +407,11 @@ fn dialable(addr: SocketAddr) -> SocketAddr {
     SocketAddr::new(ip, addr.port())
 }
 
-async fn grpc_serving(listen: SocketAddr, tls_cert: Option<Vec<u8>>) -> anyhow::Result<()> {
+/// `SERVING`, or why not.
+async fn grpc_serving(
+    listen: SocketAddr,
+    tls_cert: Option<Vec<u8>>,
+) -> anyhow::Result<&'static str> {
     let addr = dialable(listen);
     let scheme = if tls_cert.is_some() { "https" } else { "http" };
     let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))?
@@ -301,7 +423,7 @@ async fn grpc_serving(listen: SocketAddr, tls_cert: Option<Vec<u8>>) -> anyhow::
     let channel = endpoint
         .connect()
         .await
-        .with_context(|| format!("cannot connect to {addr}"))?;
+        .map_err(|e| connect_error(addr, &e))?;
     let status = HealthClient::new(channel)
         .check(HealthCheckRequest {
             service: String::new(),
@@ -313,15 +435,44 @@ async fn grpc_serving(listen: SocketAddr, tls_cert: Option<Vec<u8>>) -> anyhow::
     if status != ServingStatus::Serving {
         bail!("server reports {}", status.as_str_name());
     }
-    Ok(())
+    Ok(status.as_str_name())
 }
 
-/// `GET /readyz` on the side port, over plain HTTP/1.0.
-async fn http_ready(http_listen: SocketAddr) -> anyhow::Result<()> {
+/// "cannot connect to ADDR: connection refused": the I/O error at the root
+/// of a transport error, rather than its layers ("tcp connect error: tcp
+/// connect error: …").
+fn connect_error(addr: SocketAddr, e: &(dyn std::error::Error + 'static)) -> anyhow::Error {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(current) = cause {
+        if let Some(io) = current.downcast_ref::<std::io::Error>() {
+            return anyhow::anyhow!("cannot connect to {addr}: {}", plain_io(io));
+        }
+        cause = current.source();
+    }
+    anyhow::anyhow!("cannot connect to {addr}: {}", report::causes(chain(e)))
+}
+
+fn chain<'e>(e: &'e (dyn std::error::Error + 'static)) -> impl Iterator<Item = String> + 'e {
+    std::iter::successors(Some(e), |e| e.source()).map(ToString::to_string)
+}
+
+/// An I/O error in lower case, without "(os error 111)".
+fn plain_io(e: &std::io::Error) -> String {
+    let text = report::causes(std::iter::once(e.to_string()));
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => text,
+    }
+}
+
+/// `GET /readyz` on the side port, over plain HTTP/1.0: `SERVING` if it
+/// answers 200.
+async fn http_ready(http_listen: SocketAddr) -> anyhow::Result<&'static str> {
     let addr = dialable(http_listen);
     let mut stream = tokio::net::TcpStream::connect(addr)
         .await
-        .with_context(|| format!("cannot connect to {addr}"))?;
+        .map_err(|e| anyhow::anyhow!("cannot connect to {addr}: {}", plain_io(&e)))?;
     stream
         .write_all(b"GET /readyz HTTP/1.0\r\nHost: localhost\r\n\r\n")
         .await?;
@@ -332,5 +483,5 @@ async fn http_ready(http_listen: SocketAddr) -> anyhow::Result<()> {
     if status != "200" {
         bail!("/readyz answered {status}");
     }
-    Ok(())
+    Ok(ServingStatus::Serving.as_str_name())
 }

@@ -84,6 +84,18 @@ pub enum KeysCommand {
     /// The key-encryption key, if any, comes from WARDEN_KEY_ENCRYPTION_KEY
     /// or the file named by WARDEN_KEY_ENCRYPTION_KEY_FILE.
     Rotate(RotateArgs),
+    /// List the signing keys: kid, when created, state (active: signs;
+    /// verifying: replaced, still verifies tokens it signed; retired: due
+    /// for removal) and when a replaced key may be removed.
+    List(ListKeysArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ListKeysArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub log: LogArgs,
 }
 
 /// The variable that holds the key-encryption key itself.
@@ -197,7 +209,8 @@ pub struct RotateArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseArgs {
-    /// `sqlite://…` or `postgres://…`.
+    /// `sqlite://PATH?mode=rwc` (`mode=rwc` creates the file) or
+    /// `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE`.
     #[arg(long, env = "WARDEN_DATABASE_URL", default_value = DEFAULT_DATABASE_URL, value_parser = parse_database_url)]
     pub database_url: String,
     /// The longest wait on the database before a call fails with
@@ -216,9 +229,11 @@ pub enum LogFormat {
 
 #[derive(Debug, Clone, Args)]
 pub struct LogArgs {
-    /// Log filter, e.g. `info` or `warden=debug,info`.
-    #[arg(long, env = "WARDEN_LOG", default_value = "info")]
+    /// Log filter, e.g. `info` or `warden=debug,info` (tracing's
+    /// EnvFilter syntax; levels: error, warn, info, debug, trace).
+    #[arg(long, env = "WARDEN_LOG", default_value = "info", value_parser = parse_log_filter)]
     pub log: String,
+    /// Log lines as human-readable text or as JSON objects, one a line.
     #[arg(long, env = "WARDEN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 }
@@ -229,15 +244,15 @@ pub struct PasswordArgs {
     #[arg(long, env = "WARDEN_ARGON2_MEMORY_KIB", default_value_t = 19_456,
           value_parser = value_parser!(u32).range(8..))]
     pub argon2_memory_kib: u32,
-    /// argon2id time cost (passes over memory).
+    /// argon2id time cost (passes over memory); at least 1.
     #[arg(long, env = "WARDEN_ARGON2_ITERATIONS", default_value_t = 2,
           value_parser = value_parser!(u32).range(1..))]
     pub argon2_iterations: u32,
-    /// argon2id lanes; argon2 takes at most 16,777,215.
+    /// argon2id lanes; 1 to 16,777,215 (what argon2 takes).
     #[arg(long, env = "WARDEN_ARGON2_PARALLELISM", default_value_t = 1,
           value_parser = value_parser!(u32).range(1..))]
     pub argon2_parallelism: u32,
-    /// Minimum password length in characters.
+    /// Minimum password length in characters; 8 to 64.
     #[arg(long, env = "WARDEN_PASSWORD_MIN_LENGTH", default_value_t = 15,
           value_parser = value_parser!(u32).range(8..=64))]
     pub password_min_length: u32,
@@ -319,7 +334,8 @@ pub struct ServeArgs {
     /// gRPC address; port 0 picks a free port (the chosen one is logged).
     #[arg(long, env = "WARDEN_LISTEN", default_value = DEFAULT_LISTEN, value_parser = parse_listen)]
     pub listen: SocketAddr,
-    /// Plain-HTTP side port: /healthz, /readyz, /.well-known/jwks.json.
+    /// Plain-HTTP side port (also when gRPC uses TLS): /metrics, /healthz,
+    /// /readyz, /.well-known/jwks.json; port 0 picks a free port.
     #[arg(long, env = "WARDEN_HTTP_LISTEN", default_value = DEFAULT_HTTP_LISTEN, value_parser = parse_listen)]
     pub http_listen: SocketAddr,
     #[command(flatten)]
@@ -343,12 +359,14 @@ pub struct ServeArgs {
     pub session_max_lifetime: Duration,
     #[command(flatten)]
     pub password: PasswordArgs,
-    /// Consecutive failed logins per account before a lockout; 1 to
-    /// 1,000,000.
+    /// Consecutive failed logins per email (whether or not an account has
+    /// it) before a lockout; 1 to 1,000,000.
     #[arg(long, env = "WARDEN_LOGIN_FAILURE_LIMIT", default_value_t = 5,
           value_parser = value_parser!(u32).range(1..=1_000_000))]
     pub login_failure_limit: u32,
-    /// How long a lockout lasts; at least 1s.
+    /// How long the first lockout lasts; each further one without a
+    /// successful login in between lasts twice as long, up to 24h; at
+    /// least 1s.
     #[arg(long, env = "WARDEN_LOGIN_LOCKOUT", default_value = "15m", value_parser = parse_duration_setting)]
     pub login_lockout: Duration,
     /// `true`: the first account to register becomes an approved admin.
@@ -363,7 +381,7 @@ pub struct ServeArgs {
     pub tls: TlsArgs,
     #[command(flatten)]
     pub encryption: KeyEncryptionArgs,
-    /// Open gRPC connections at most; more wait to be accepted.
+    /// Open gRPC connections at most; more wait to be accepted; at least 1.
     #[arg(long, env = "WARDEN_MAX_CONNECTIONS", default_value_t = 1024,
           value_parser = value_parser!(u32).range(1..))]
     pub max_connections: u32,
@@ -374,11 +392,12 @@ pub struct ServeArgs {
     pub handshake_timeout: Duration,
     /// gRPC calls in flight at most, across all connections; more are
     /// answered OVERLOADED at once. Health checks have places of their own.
+    /// At least 1.
     #[arg(long, env = "WARDEN_MAX_REQUESTS_IN_FLIGHT", default_value_t = 1024,
           value_parser = value_parser!(u32).range(1..))]
     pub max_requests_in_flight: u32,
     /// Open connections to the HTTP side port at most; more wait to be
-    /// accepted.
+    /// accepted; at least 1.
     #[arg(long, env = "WARDEN_HTTP_MAX_CONNECTIONS", default_value_t = 256,
           value_parser = value_parser!(u32).range(1..))]
     pub http_max_connections: u32,
@@ -395,12 +414,13 @@ pub struct ServeArgs {
     /// key is kept until the slowest has switched.
     #[arg(long, env = "WARDEN_KEY_RELOAD_INTERVAL", default_value = "30s", value_parser = parse_duration_setting)]
     pub key_reload_interval: Duration,
-    /// Comma-separated CIDRs whose `x-forwarded-for` is believed.
+    /// Comma-separated CIDRs (`10.0.0.0/8`, or a bare address) whose
+    /// `x-forwarded-for` is believed; unset: the peer address is used.
     #[arg(long, env = "WARDEN_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_cidr)]
     pub trusted_proxies: Vec<IpNet>,
     /// Comma-separated origins (`https://app.example.com`) whose browsers may
     /// call over grpc-web with credentials; `*` lets any origin call, without
-    /// credentials.
+    /// credentials. Unset: no CORS.
     #[arg(long, env = "WARDEN_CORS_ORIGINS", value_delimiter = ',', value_parser = parse_origin)]
     pub cors_origins: Vec<String>,
 }
@@ -455,6 +475,7 @@ pub struct MigrateArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct CreateAdminArgs {
+    /// The admin's email (the input rules of Register apply).
     #[arg(long)]
     pub email: String,
     /// Display name.
@@ -479,13 +500,15 @@ impl CreateAdminArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct HealthcheckArgs {
+    /// The gRPC address of the server to check (0.0.0.0 means loopback).
     #[arg(long, env = "WARDEN_LISTEN", default_value = DEFAULT_LISTEN, value_parser = parse_listen)]
     pub listen: SocketAddr,
+    /// Its HTTP side port, asked (`/readyz`) instead when mTLS is on.
     #[arg(long, env = "WARDEN_HTTP_LISTEN", default_value = DEFAULT_HTTP_LISTEN, value_parser = parse_listen)]
     pub http_listen: SocketAddr,
     #[command(flatten)]
     pub tls: TlsArgs,
-    /// Give up after this long.
+    /// Give up after this long (humantime: `500ms`, `3s`).
     #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
 }
@@ -563,6 +586,15 @@ fn non_empty(s: &str) -> Result<String, String> {
         Err("must not be empty".into())
     } else {
         Ok(t.to_owned())
+    }
+}
+
+/// A `tracing` filter (`WARDEN_LOG`), refused here so that the error names
+/// the flag or the variable it came from.
+fn parse_log_filter(s: &str) -> Result<String, String> {
+    match tracing_subscriber::EnvFilter::try_new(s) {
+        Ok(_) => Ok(s.to_owned()),
+        Err(e) => Err(format!("not a log filter: {e}")),
     }
 }
 
@@ -1174,6 +1206,52 @@ mod tests {
             );
             assert!(encryption.key_encryption_key.is_none());
         }
+    }
+
+    /// Every subcommand, with its path (`keys rotate`).
+    fn subcommands(command: &clap::Command, path: String, out: &mut Vec<(String, clap::Command)>) {
+        for sub in command.get_subcommands() {
+            let name = format!("{path} {}", sub.get_name()).trim().to_owned();
+            out.push((name.clone(), sub.clone()));
+            subcommands(sub, name, out);
+        }
+    }
+
+    #[test]
+    fn every_option_of_every_subcommand_says_what_it_is_for() {
+        let mut all = Vec::new();
+        subcommands(
+            &<Cli as clap::CommandFactory>::command(),
+            String::new(),
+            &mut all,
+        );
+        assert!(all.iter().any(|(name, _)| name == "keys list"));
+        for (name, command) in all {
+            for arg in command.get_arguments() {
+                if arg.is_hide_set() || ["help", "version"].contains(&arg.get_id().as_str()) {
+                    continue;
+                }
+                let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+                assert!(
+                    !help.trim().is_empty(),
+                    "{name} --{} has no description",
+                    arg.get_long().unwrap_or_default()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_failure_limit_is_counted_per_email_as_the_contract_says() {
+        let command = <Cli as clap::CommandFactory>::command();
+        let serve = command.find_subcommand("serve").unwrap();
+        let arg = serve
+            .get_arguments()
+            .find(|a| a.get_long() == Some("login-failure-limit"))
+            .unwrap();
+        let help = arg.get_help().unwrap().to_string();
+        assert!(help.contains("per email"), "{help}");
+        assert!(help.contains("1 to 1,000,000"), "{help}");
     }
 
     #[test]

@@ -1,9 +1,6 @@
 use std::process::ExitCode;
 
-use clap::Parser;
-use warden::{cli, config::Cli};
-
 #[tokio::main]
 async fn main() -> ExitCode {
-    cli::run(Cli::parse()).await
+    warden::cli::main().await
 }

@@ -2,13 +2,13 @@
 
 use std::time::Duration;
 
-use anyhow::Context as _;
+use super::preflight::SettingError;
 
 /// CORS for grpc-web from browsers: exact origins may send credentials; a
 /// wildcard never does.
 pub(super) fn cors_layer(
     origins: &[String],
-) -> anyhow::Result<Option<tower_http::cors::CorsLayer>> {
+) -> Result<Option<tower_http::cors::CorsLayer>, SettingError> {
     use ::http::{HeaderName, HeaderValue, Method};
     use tower_http::cors::{AllowOrigin, CorsLayer};
     if origins.is_empty() {
@@ -44,8 +44,12 @@ pub(super) fn cors_layer(
     }
     let list = origins
         .iter()
-        .map(|o| HeaderValue::from_str(o).with_context(|| format!("CORS origin {o}")))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .map(|o| {
+            HeaderValue::from_str(o).map_err(|_| {
+                SettingError::new("cors-origins", format!("`{o}` cannot be an Origin header"))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(Some(
         layer
             .allow_origin(AllowOrigin::list(list))

@@ -3,11 +3,13 @@
 //!
 //! - `background`: the loops beside the servers, and how they stop.
 //! - `tls`, `cors`: the gRPC port's TLS acceptor and grpc-web CORS.
+//! - `preflight`: the checks of the settings, before anything is touched.
 //! - What the handlers share is `crate::state::AppState`, so that neither
 //!   `grpc` nor `http` depends on this module.
 
 mod background;
 mod cors;
+mod preflight;
 mod tls;
 
 use std::{
@@ -52,8 +54,7 @@ use crate::{
 use background::{
     close_database, finish_background, prune_periodically, reload_keys_periodically, watch_database,
 };
-use cors::cors_layer;
-use tls::tls_config;
+pub use preflight::{Prepared, SettingError, preflight};
 
 /// The largest request warden decodes; a bigger one is refused from its
 /// length prefix, before any work.
@@ -81,9 +82,7 @@ const MAX_STREAMS_PER_CONNECTION: u32 = 200;
 
 /// Connects and applies pending migrations.
 pub async fn open_database(url: &str, timeout: Duration) -> anyhow::Result<Db> {
-    let db = store::connect(url, timeout)
-        .await
-        .context("cannot connect to the database")?;
+    let db = store::open(url, timeout).await?;
     store::migrate(&db)
         .await
         .context("cannot migrate the database")?;
@@ -113,7 +112,20 @@ pub fn hashing_concurrency() -> usize {
 }
 
 impl Application {
+    /// `preflight`, then `build_prepared`.
     pub async fn build(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        let prepared = preflight(&config).await?;
+        Self::build_prepared(config, prepared, clock).await
+    }
+
+    /// Opens (and migrates) the database, loads the keys, binds the ports;
+    /// `prepared` is what `preflight` made of the same `config`.
+    pub async fn build_prepared(
+        config: Config,
+        prepared: Prepared,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Self> {
+        let Prepared { tls, cors } = prepared;
         let db = open_database(&config.database_url, config.database_timeout).await?;
         let keys =
             tokens::load_or_create_keys(&db, clock.now(), config.key_encryption_key.as_ref())
@@ -147,10 +159,6 @@ impl Application {
         };
         warn_if_first_registration_takes_over(&config, &db).await?;
         let accounts = Accounts::new(db.clone(), hasher, tokens.clone(), settings)?;
-        let tls = match &config.tls {
-            Some(files) => Some(tls_config(files).await?),
-            None => None,
-        };
         let grpc = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -169,7 +177,7 @@ impl Application {
             metrics: Arc::new(Metrics::new().context("metrics")?),
         });
         Ok(Self {
-            cors: cors_layer(&config.cors_origins)?,
+            cors,
             state,
             grpc,
             http,

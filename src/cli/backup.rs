@@ -11,8 +11,8 @@ use crate::{
 /// code, so that a script tells "use another tool" from "it failed".
 const WRONG_DATABASE: u8 = 2;
 
-pub async fn run(args: BackupArgs) -> ExitCode {
-    super::init_logs(&args.log);
+pub async fn run(args: BackupArgs, usage: &super::Usage) -> ExitCode {
+    super::init_logs(&args.log, usage);
     let url = &args.database.database_url;
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         eprintln!(
@@ -43,8 +43,9 @@ pub async fn run(args: BackupArgs) -> ExitCode {
         }
         Err(e) => {
             let advice = advice(&e);
-            tracing::error!(error = %e, "backup failed");
-            eprintln!("error: {e}: {advice}");
+            // The database's error can carry the driver's layers.
+            let said = super::report::causes(std::iter::once(e.to_string()));
+            eprintln!("error: {said}: {advice}");
             ExitCode::FAILURE
         }
     }

@@ -178,7 +178,7 @@ fn postgres_unavailability(sqlstate: &str) -> Option<Unavailability> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::{borrow::Cow, sync::Arc};
 
     use sea_orm::sqlx::{self, error::DatabaseError};
@@ -188,7 +188,7 @@ mod tests {
 
     /// A database error with a given code, as a driver reports it.
     #[derive(Debug)]
-    struct Coded(&'static str);
+    pub(in crate::store) struct Coded(pub &'static str);
 
     impl std::fmt::Display for Coded {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

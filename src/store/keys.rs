@@ -53,6 +53,18 @@ pub async fn live<C: ConnectionTrait>(db: &C) -> StoreResult<Vec<SigningKey>> {
         .collect())
 }
 
+/// Every key, retired or not, newest first.
+pub async fn all<C: ConnectionTrait>(db: &C) -> StoreResult<Vec<SigningKey>> {
+    Ok(signing_key::Entity::find()
+        .order_by_desc(signing_key::Column::CreatedAt)
+        .order_by_desc(signing_key::Column::Kid)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(SigningKey::from)
+        .collect())
+}
+
 pub async fn insert<C: ConnectionTrait>(db: &C, key: SigningKey) -> StoreResult<SigningKey> {
     Ok(
         signing_key::ActiveModel::from(signing_key::Model::from(key))

@@ -8,6 +8,7 @@ pub mod entities;
 mod error;
 pub mod keys;
 pub mod login_failures;
+pub mod open;
 pub mod refresh_tokens;
 pub mod sessions;
 pub mod tx;
@@ -26,6 +27,7 @@ use sea_orm::{
 use warden_migrations::{IntoSchemaManagerConnection, Migrator, MigratorTrait, SchemaManager};
 
 pub use error::{StoreError, StoreResult};
+pub use open::OpenError;
 pub use tx::{BoxFuture, read_committed, serializable};
 
 /// A pool of connections to warden's database (SQLite or PostgreSQL), cheap
@@ -97,6 +99,14 @@ pub async fn connect(url: &str, timeout: Duration) -> StoreResult<DatabaseConnec
             });
     }
     Ok(Database::connect(options).await?)
+}
+
+/// `connect`, with a failure explained for an operator (see `open`).
+pub async fn open(url: &str, timeout: Duration) -> Result<DatabaseConnection, OpenError> {
+    match connect(url, timeout).await {
+        Ok(db) => Ok(db),
+        Err(e) => Err(open::explain(url, &e).await),
+    }
 }
 
 /// Closes a SQLite connection that comes back to the pool still counted as

@@ -80,7 +80,7 @@ impl TestDatabase {
 }
 
 /// `admin_url` with its database name replaced by `name`.
-fn with_database(admin_url: &str, name: &str) -> String {
+pub fn with_database(admin_url: &str, name: &str) -> String {
     let (base, query) = match admin_url.split_once('?') {
         Some((base, query)) => (base, Some(query)),
         None => (admin_url, None),

@@ -19,6 +19,7 @@ use crate::{
     domain::{
         error::{Error, Result},
         key_encryption::{self, KeyEncryptionKey},
+        rules::keys::{KeyState, key_states},
     },
     store::{self, Db, Txn, keys},
 };
@@ -247,6 +248,14 @@ pub async fn rotate_keys(
     .await?;
     tracing::info!(kid = %key.kid, "added a signing key");
     Ok(key)
+}
+
+/// Every signing key with its state at `now`, newest first (`warden keys
+/// list`); read only, so the key-encryption key is not needed.
+pub async fn list_keys(db: &Db, now: DateTime<Utc>) -> Result<Vec<(SigningKey, KeyState)>> {
+    let all = keys::all(db).await?;
+    let states = key_states(&all, now);
+    Ok(all.into_iter().zip(states).collect())
 }
 
 /// The live signing keys, newest first; on the very first start, a new one.

@@ -18,8 +18,8 @@ pub use jwt::{
     ACCESS_TOKEN_TYPE, AccessClaims, IssuedToken, LEEWAY_SECONDS, TokenService, VerifiedToken,
 };
 pub use keys::{
-    KEY_RELOAD_INTERVAL, SigningKey, generate_signing_key, load_or_create_keys, rotate_keys,
-    switch_within,
+    KEY_RELOAD_INTERVAL, SigningKey, generate_signing_key, list_keys, load_or_create_keys,
+    rotate_keys, switch_within,
 };
 pub use refresh::{RefreshToken, hash_refresh_token};
 
