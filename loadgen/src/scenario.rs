@@ -128,6 +128,7 @@ pub fn device() -> Option<DeviceInfo> {
 
 pub fn login_request(email: &str) -> LoginRequest {
     LoginRequest {
+        organization_id: None,
         email: email.to_owned(),
         password: PASSWORD.to_owned(),
         device: device(),
@@ -289,6 +290,8 @@ fn with_auth<T>(message: T, auth: &MetadataValue<Ascii>) -> Request<T> {
 
 fn register_request(prefix: &str, n: u64) -> RegisterRequest {
     RegisterRequest {
+        organization_name: None,
+        invitation_token: String::new(),
         email: format!("{prefix}{n}@loadgen.test"),
         password: PASSWORD.to_owned(),
         display_name: String::new(),

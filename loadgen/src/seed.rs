@@ -92,6 +92,8 @@ pub async fn register_admin(channel: &Channel, tag: &str) -> Result<AdminLogin> 
     let email = format!("admin.{tag}@loadgen.test");
     let user = AuthClient::new(channel.clone())
         .register(RegisterRequest {
+            organization_name: None,
+            invitation_token: String::new(),
             email: email.clone(),
             password: PASSWORD.to_owned(),
             display_name: "loadgen admin".into(),
@@ -117,6 +119,7 @@ pub async fn seed(channel: &Channel, admin: &AdminLogin, plan: &Plan<'_>) -> Res
     let mut auth = AuthClient::new(channel.clone());
     let login = auth
         .login(warden::proto::v1::LoginRequest {
+            organization_id: None,
             email: admin.email.clone(),
             password: admin.password.clone(),
             device: device(),
@@ -233,6 +236,8 @@ async fn register_users(
     for email in emails {
         let user = auth
             .register(RegisterRequest {
+                organization_name: None,
+                invitation_token: String::new(),
                 email: email.clone(),
                 password: PASSWORD.to_owned(),
                 display_name: String::new(),

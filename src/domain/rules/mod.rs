@@ -5,4 +5,5 @@
 
 pub mod accounts;
 pub mod lockout;
+pub mod orgs;
 pub mod sessions;
