@@ -549,8 +549,8 @@ async fn the_last_owner_cannot_be_demoted_or_removed_or_leave() {
     );
 }
 
-/// Two owners demote, then remove, each other at the same moment, 20
-/// times: one owner always stays.
+/// Two owners demote or remove each other, or themselves, at the same
+/// moment, 20 times: one owner always stays.
 #[tokio::test]
 async fn two_owners_taking_each_other_away_at_once_leave_one_owner() {
     let app = spawn_app().await;
@@ -567,15 +567,25 @@ async fn two_owners_taking_each_other_away_at_once_leave_one_owner() {
     let a = org.owner.0.clone();
     let (ca, cb) = (app.as_member(&org.owner.1), app.as_member(&b_token));
     for round in 0..20 {
-        let remove = round % 2 == 1;
-        let (ra, rb) = if remove {
-            tokio::join!(ca.remove(&org.id, &b), cb.remove(&org.id, &a))
-        } else {
-            let (x, y) = tokio::join!(
-                ca.set_role(&org.id, &b, OrgRole::Admin),
-                cb.set_role(&org.id, &a, OrgRole::Admin)
-            );
-            (x.map(drop), y.map(drop))
+        // Each other, then themselves (each call alone is allowed: the other
+        // owner remains), demoting, then removing.
+        let (ra, rb) = match round % 4 {
+            0 => {
+                let (x, y) = tokio::join!(
+                    ca.set_role(&org.id, &b, OrgRole::Admin),
+                    cb.set_role(&org.id, &a, OrgRole::Admin)
+                );
+                (x.map(drop), y.map(drop))
+            }
+            1 => tokio::join!(ca.remove(&org.id, &b), cb.remove(&org.id, &a)),
+            2 => {
+                let (x, y) = tokio::join!(
+                    ca.set_role(&org.id, &a, OrgRole::Admin),
+                    cb.set_role(&org.id, &b, OrgRole::Admin)
+                );
+                (x.map(drop), y.map(drop))
+            }
+            _ => tokio::join!(ca.remove(&org.id, &a), cb.remove(&org.id, &b)),
         };
         for r in [&ra, &rb] {
             if let Err(status) = r {
@@ -1038,4 +1048,49 @@ async fn update_organization_changes_only_what_is_given() {
     let got = c.get(&org.id).await.unwrap();
     assert_eq!(got.organization.unwrap().name, "Other");
     assert_eq!(got.membership.unwrap().role(), OrgRole::Owner);
+}
+
+/// The bearer check reads the membership with the session (one query): a
+/// session whose membership is gone is refused even if nothing revoked it.
+#[tokio::test]
+async fn a_session_whose_membership_is_gone_is_refused_by_the_token_check_itself() {
+    use sea_orm::EntityTrait as _;
+    use warden::store::entities::membership;
+    let app = spawn_app().await;
+    let (_, platform) = app.admin_session().await;
+    let org = org_with_roles(&app, &platform, "j").await;
+    let login = app
+        .auth
+        .clone()
+        .login(pb::LoginRequest {
+            email: "member-j@example.com".into(),
+            password: PASSWORD.into(),
+            organization_id: Some(org.id.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let token = login.tokens.unwrap().access_token;
+    assert!(app.validate(&token).await.unwrap().active);
+    // Behind warden's back: only the membership row goes.
+    let deleted = membership::Entity::delete_by_id((
+        org.member.0.parse::<uuid::Uuid>().unwrap(),
+        org.id.parse::<uuid::Uuid>().unwrap(),
+    ))
+    .exec(app.db())
+    .await
+    .unwrap()
+    .rows_affected;
+    assert_eq!(deleted, 1);
+    assert_error(
+        app.get_me(&token).await,
+        Code::Unauthenticated,
+        "SESSION_REVOKED",
+    );
+    assert!(!app.validate(&token).await.unwrap().active);
+    // The member's other sessions (acting for no organisation) live on.
+    app.get_me(&org.member.1)
+        .await
+        .expect("a session for no organisation");
 }
