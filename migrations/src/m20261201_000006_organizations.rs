@@ -37,6 +37,10 @@ impl MigrationTrait for Migration {
                     .col(string_len(Organizations::Name, 100))
                     .col(timestamp_with_time_zone(Organizations::CreatedAt))
                     .col(timestamp_with_time_zone(Organizations::UpdatedAt))
+                    // Its memberships, kept by the transactions that add or
+                    // remove one: ListMembers' total_size without counting
+                    // 100,000 index entries per page.
+                    .col(big_integer(Organizations::MemberCount).default(0))
                     .to_owned(),
             )
             .await?;
@@ -211,8 +215,8 @@ async fn backfill(manager: &SchemaManager<'_>) -> Result<(), DbErr> {
          ELSE {local_part} END, 1, 100)"
     );
     let organizations = format!(
-        "INSERT INTO organizations (id, name, created_at, updated_at) \
-         SELECT u.id, {name}, u.created_at, u.created_at FROM users u \
+        "INSERT INTO organizations (id, name, created_at, updated_at, member_count) \
+         SELECT u.id, {name}, u.created_at, u.created_at, 1 FROM users u \
          WHERE NOT EXISTS (SELECT 1 FROM memberships m WHERE m.user_id = u.id) \
          AND NOT EXISTS (SELECT 1 FROM organizations o WHERE o.id = u.id) \
          ORDER BY u.created_at, u.id LIMIT {BATCH}"
@@ -252,6 +256,7 @@ enum Organizations {
     Name,
     CreatedAt,
     UpdatedAt,
+    MemberCount,
 }
 
 #[derive(DeriveIden)]

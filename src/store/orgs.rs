@@ -99,6 +99,7 @@ pub async fn insert_organization<C: ConnectionTrait>(
         name: org.name.clone(),
         created_at: org.created_at,
         updated_at: org.updated_at,
+        member_count: 0,
     })
     .insert(db)
     .await?
@@ -198,7 +199,23 @@ pub async fn count_organizations<C: ConnectionTrait>(
 
 // Memberships.
 
-/// `StoreError::Unique` if the user is a member already.
+/// Moves an organisation's member count, in the transaction that adds or
+/// removes memberships.
+async fn count_in<C: ConnectionTrait>(db: &C, organization_id: Uuid, by: i64) -> StoreResult<()> {
+    organization::Entity::update_many()
+        .col_expr(
+            organization::Column::MemberCount,
+            Expr::col(organization::Column::MemberCount).add(by),
+        )
+        .filter(organization::Column::Id.eq(organization_id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// `StoreError::Unique` if the user is a member already. Counts it in the
+/// organisation's member count (the same transaction, so a failure undoes
+/// both).
 pub async fn insert_membership<C: ConnectionTrait>(
     db: &C,
     m: &Membership,
@@ -214,6 +231,7 @@ pub async fn insert_membership<C: ConnectionTrait>(
     }))
     .exec_without_returning(db)
     .await?;
+    count_in(db, m.organization_id, 1).await?;
     Ok(m.clone())
 }
 
@@ -281,24 +299,34 @@ pub async fn update_membership<C: ConnectionTrait>(
     }
 }
 
+/// Removes a membership and uncounts it.
 pub async fn delete_membership<C: ConnectionTrait>(
     db: &C,
     user_id: Uuid,
     organization_id: Uuid,
 ) -> StoreResult<u64> {
-    Ok(membership::Entity::delete_many()
+    let deleted = membership::Entity::delete_many()
         .filter(membership::Column::UserId.eq(user_id))
         .filter(membership::Column::OrganizationId.eq(organization_id))
         .exec(db)
         .await?
-        .rows_affected)
+        .rows_affected;
+    if deleted > 0 {
+        count_in(db, organization_id, -i64::try_from(deleted).unwrap_or(1)).await?;
+    }
+    Ok(deleted)
 }
 
+/// An organisation's members, from its member count: one row, however many
+/// members (0 for an organisation that is gone).
 pub async fn count_members<C: ConnectionTrait>(db: &C, organization_id: Uuid) -> StoreResult<u64> {
-    Ok(membership::Entity::find()
-        .filter(membership::Column::OrganizationId.eq(organization_id))
-        .count(db)
-        .await?)
+    let count = organization::Entity::find_by_id(organization_id)
+        .select_only()
+        .column(organization::Column::MemberCount)
+        .into_tuple::<i64>()
+        .one(db)
+        .await?;
+    Ok(count.map_or(0, |n| u64::try_from(n).unwrap_or(0)))
 }
 
 pub async fn count_owners<C: ConnectionTrait>(db: &C, organization_id: Uuid) -> StoreResult<u64> {

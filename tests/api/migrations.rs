@@ -134,6 +134,15 @@ async fn the_organizations_migration_gives_every_existing_user_an_organisation_a
     assert_eq!(
         crate::helpers::count(
             &db,
+            "SELECT COUNT(*) FROM organizations WHERE member_count = 1"
+        )
+        .await,
+        3,
+        "each counts its one member"
+    );
+    assert_eq!(
+        crate::helpers::count(
+            &db,
             "SELECT COUNT(*) FROM sessions WHERE organization_id IS NULL"
         )
         .await,

@@ -353,6 +353,16 @@ async fn removal_revokes_exactly_the_sessions_that_act_for_that_organisation() {
         .remove(&org.id, &org.member.0)
         .await
         .unwrap();
+    let left = app
+        .as_member(&org.admin.1)
+        .members_page(&org.id, 0, "")
+        .await
+        .unwrap();
+    assert_eq!(
+        (left.members.len(), left.total_size),
+        (2, 2),
+        "the count follows"
+    );
     assert_error(
         app.get_me(&in_org).await,
         Code::Unauthenticated,
@@ -651,6 +661,16 @@ async fn delete_user_refuses_a_last_owner_and_takes_lone_organisations_along() {
         .await
         .unwrap();
     users.delete(&org.owner.0).await.unwrap();
+    let left = app
+        .as_member(&platform)
+        .members_page(&org.id, 0, "")
+        .await
+        .unwrap();
+    assert_eq!(
+        (left.members.len(), left.total_size),
+        (2, 2),
+        "the count follows"
+    );
     // LAST_ADMIN is checked first: the only admin is also the only owner
     // of an organisation with members.
     let platform_org = app.as_member(&platform).mine().await.unwrap()[0]

@@ -252,6 +252,11 @@ impl Accounts {
                         on_user_deleted(m.role, others, other_owners),
                     ));
                 }
+                // Explicitly rather than by cascade, so that the member
+                // counts follow.
+                for (organization_id, _) in &plans {
+                    orgs::delete_membership(txn, target, *organization_id).await?;
+                }
                 if users::delete(txn, target).await? == 0 {
                     return Err(Error::UserNotFound);
                 }
