@@ -9,6 +9,7 @@ use std::{env, fs, path::PathBuf};
 const PROTOS: &[&str] = &[
     "warden/v1/auth.proto",
     "warden/v1/user_admin.proto",
+    "warden/v1/organizations.proto",
     "google/rpc/status.proto",
     "google/rpc/error_details.proto",
 ];

@@ -42,6 +42,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut client = AuthClient::connect(format!("http://{addr}")).await?;
     client
         .register(RegisterRequest {
+            organization_name: None,
+            invitation_token: String::new(),
             email: "known@example.com".into(),
             password: PASSWORD.into(),
             display_name: String::new(),
@@ -52,6 +54,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let started = Instant::now();
         let result = client
             .login(LoginRequest {
+                organization_id: None,
                 email: email.into(),
                 password: "a wrong but long passphrase".into(),
                 device: None,

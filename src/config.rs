@@ -418,6 +418,11 @@ pub struct ServeArgs {
     /// `x-forwarded-for` is believed; unset: the peer address is used.
     #[arg(long, env = "WARDEN_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_cidr)]
     pub trusted_proxies: Vec<IpNet>,
+    // Organizations.
+    /// How long an invitation token can be accepted; at least 1s.
+    #[arg(long, env = "WARDEN_INVITATION_TTL", default_value = "7d", value_parser = parse_duration_setting)]
+    pub invitation_ttl: Duration,
+    // End of Organizations.
     /// Comma-separated origins (`https://app.example.com`) whose browsers may
     /// call over grpc-web with credentials; `*` lets any origin call, without
     /// credentials. Unset: no CORS.
@@ -461,6 +466,8 @@ impl ServeArgs {
             http_max_connections: self.http_max_connections as usize,
             request_timeout: self.request_timeout,
             trusted_proxies: self.trusted_proxies,
+            // Organizations.
+            invitation_ttl: self.invitation_ttl,
         })
     }
 }
@@ -541,6 +548,8 @@ pub struct Config {
     pub http_max_connections: usize,
     pub request_timeout: Duration,
     pub trusted_proxies: Vec<IpNet>,
+    // Organizations.
+    pub invitation_ttl: Duration,
 }
 
 impl Default for Config {

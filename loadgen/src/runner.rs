@@ -131,7 +131,7 @@ pub fn needs(scenario: Scenario, concurrency: usize, list_users: usize) -> (usiz
         Scenario::Register | Scenario::Echo => (0, 0),
         Scenario::Refresh | Scenario::Getme | Scenario::Validate => (sessions, sessions),
         Scenario::Mixed => (sessions.max(MIXED_USERS), sessions),
-        Scenario::ListUsers => (list_users, 0),
+        Scenario::ListUsers | Scenario::ListMembers => (list_users, 0),
     }
 }
 

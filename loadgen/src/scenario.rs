@@ -13,8 +13,9 @@ use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 use warden::proto::v1::{
-    DeviceInfo, GetMeRequest, ListUsersRequest, LoginRequest, RefreshRequest, RegisterRequest,
-    ValidateTokenRequest, auth_client::AuthClient, user_admin_client::UserAdminClient,
+    DeviceInfo, GetMeRequest, ListMembersRequest, ListUsersRequest, LoginRequest, RefreshRequest,
+    RegisterRequest, ValidateTokenRequest, auth_client::AuthClient,
+    organizations_client::OrganizationsClient, user_admin_client::UserAdminClient,
 };
 
 use crate::{
@@ -36,6 +37,9 @@ pub enum Scenario {
     Validate,
     /// Admin ListUsers, 50 a page, following next_page_token and starting over.
     ListUsers,
+    /// ListMembers of the admin's organisation (every seeded user is a
+    /// member), 50 a page, following next_page_token and starting over.
+    ListMembers,
     /// A blend: 70 % validate, 17 % getme, 8 % refresh, 2 % login, 2 %
     /// list-users, 1 % register.
     Mixed,
@@ -52,6 +56,7 @@ impl Scenario {
             Self::Getme => "getme",
             Self::Validate => "validate",
             Self::ListUsers => "list-users",
+            Self::ListMembers => "list-members",
             Self::Mixed => "mixed",
             Self::Echo => "echo",
         }
@@ -67,6 +72,7 @@ impl Scenario {
             Self::Getme => &["getme"],
             Self::Validate => &["validate"],
             Self::ListUsers => &["list-users"],
+            Self::ListMembers => &["list-members"],
             Self::Echo => &["health-check"],
         }
     }
@@ -128,6 +134,7 @@ pub fn device() -> Option<DeviceInfo> {
 
 pub fn login_request(email: &str) -> LoginRequest {
     LoginRequest {
+        organization_id: None,
         email: email.to_owned(),
         password: PASSWORD.to_owned(),
         device: device(),
@@ -166,6 +173,12 @@ pub enum Worker {
     ListUsers {
         client: UserAdminClient<Channel>,
         auth: MetadataValue<Ascii>,
+        page_token: String,
+    },
+    ListMembers {
+        client: OrganizationsClient<Channel>,
+        auth: MetadataValue<Ascii>,
+        organization_id: String,
         page_token: String,
     },
     Mixed(Box<Mixed>),
@@ -258,6 +271,12 @@ fn worker(scenario: Scenario, i: usize, build: &Build<'_>) -> Result<Worker> {
             auth: seeded.admin_auth.clone(),
             page_token: String::new(),
         },
+        Scenario::ListMembers => Worker::ListMembers {
+            client: OrganizationsClient::new(channel),
+            auth: seeded.admin_auth.clone(),
+            organization_id: seeded.admin_org.clone(),
+            page_token: String::new(),
+        },
         Scenario::Mixed => {
             let tokens = session(i)?;
             Worker::Mixed(Box::new(Mixed {
@@ -289,6 +308,8 @@ fn with_auth<T>(message: T, auth: &MetadataValue<Ascii>) -> Request<T> {
 
 fn register_request(prefix: &str, n: u64) -> RegisterRequest {
     RegisterRequest {
+        organization_name: None,
+        invitation_token: String::new(),
         email: format!("{prefix}{n}@loadgen.test"),
         password: PASSWORD.to_owned(),
         display_name: String::new(),
@@ -313,6 +334,29 @@ async fn list_page(
     );
     let page = client.list_users(request).await?.into_inner();
     if page.users.is_empty() && page.total_size > 0 {
+        return Err(Failure::wrong_answer("EMPTY_PAGE"));
+    }
+    *page_token = page.next_page_token;
+    Ok(())
+}
+
+/// `list_page` for the members of one organisation.
+async fn members_page(
+    client: &mut OrganizationsClient<Channel>,
+    auth: &MetadataValue<Ascii>,
+    organization_id: &str,
+    page_token: &mut String,
+) -> Result<(), Failure> {
+    let request = with_auth(
+        ListMembersRequest {
+            organization_id: organization_id.to_owned(),
+            page_size: 50,
+            page_token: std::mem::take(page_token),
+        },
+        auth,
+    );
+    let page = client.list_members(request).await?.into_inner();
+    if page.members.is_empty() && page.total_size > 0 {
         return Err(Failure::wrong_answer("EMPTY_PAGE"));
     }
     *page_token = page.next_page_token;
@@ -419,6 +463,15 @@ impl Worker {
                 auth,
                 page_token,
             } => (0, list_page(client, auth, page_token).await),
+            Self::ListMembers {
+                client,
+                auth,
+                organization_id,
+                page_token,
+            } => (
+                0,
+                members_page(client, auth, organization_id, page_token).await,
+            ),
             Self::Mixed(m) => m.call().await,
         }
     }

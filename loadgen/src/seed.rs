@@ -10,7 +10,11 @@ use std::time::Instant;
 use anyhow::{Context as _, Result, bail};
 use argon2::{Algorithm, Argon2, PasswordHasher as _, Version};
 use chrono::{Duration as ChronoDuration, Utc};
-use sea_orm::{EntityTrait as _, IntoActiveModel as _, TransactionTrait as _};
+use sea_orm::{
+    ColumnTrait as _, EntityTrait as _, IntoActiveModel as _, QueryFilter as _,
+    TransactionTrait as _,
+    sea_query::{Expr, ExprTrait as _},
+};
 use tokio::task::JoinSet;
 use tonic::{
     metadata::{Ascii, MetadataValue},
@@ -22,7 +26,7 @@ use warden::{
         RegisterRequest, UpdateUserRequest, UserStatus, auth_client::AuthClient,
         user_admin_client::UserAdminClient,
     },
-    store::entities::user,
+    store::entities::{membership, organization, user},
 };
 
 use crate::{
@@ -50,6 +54,9 @@ pub struct Tokens {
 
 pub struct Seeded {
     pub admin_auth: MetadataValue<Ascii>,
+    /// The admin's own organisation (made at registration); users seeded
+    /// straight into the database are its members.
+    pub admin_org: String,
     /// Emails of approved users, whose password is `PASSWORD`.
     pub users: Vec<String>,
     /// One session per entry, of `users` in order.
@@ -63,6 +70,7 @@ impl Seeded {
     pub fn none() -> Self {
         Self {
             admin_auth: MetadataValue::from_static(""),
+            admin_org: String::new(),
             users: Vec::new(),
             sessions: Vec::new(),
             note: String::new(),
@@ -92,6 +100,8 @@ pub async fn register_admin(channel: &Channel, tag: &str) -> Result<AdminLogin> 
     let email = format!("admin.{tag}@loadgen.test");
     let user = AuthClient::new(channel.clone())
         .register(RegisterRequest {
+            organization_name: None,
+            invitation_token: String::new(),
             email: email.clone(),
             password: PASSWORD.to_owned(),
             display_name: "loadgen admin".into(),
@@ -117,6 +127,7 @@ pub async fn seed(channel: &Channel, admin: &AdminLogin, plan: &Plan<'_>) -> Res
     let mut auth = AuthClient::new(channel.clone());
     let login = auth
         .login(warden::proto::v1::LoginRequest {
+            organization_id: None,
             email: admin.email.clone(),
             password: admin.password.clone(),
             device: device(),
@@ -126,6 +137,11 @@ pub async fn seed(channel: &Channel, admin: &AdminLogin, plan: &Plan<'_>) -> Res
         .into_inner();
     let admin_tokens = login.tokens.context("Login answered no tokens")?;
     let admin_id = login.user.map(|u| u.id).unwrap_or_default();
+    let admin_org = login
+        .membership
+        .and_then(|m| m.organization)
+        .map(|o| o.id)
+        .unwrap_or_default();
     let admin_auth = bearer(&admin_tokens.access_token)?;
 
     let emails: Vec<String> = (0..plan.users)
@@ -134,10 +150,10 @@ pub async fn seed(channel: &Channel, admin: &AdminLogin, plan: &Plan<'_>) -> Res
     let started = Instant::now();
     let note = match plan.database_url {
         Some(url) if !emails.is_empty() => {
-            insert_users(url, &emails, &admin_id, plan.cost).await?;
+            insert_users(url, &emails, &admin_id, &admin_org, plan.cost).await?;
             format!(
                 "{} users inserted straight into the database with one precomputed argon2id \
-                 hash (m={}, t={}, p={}) in {:.1} s",
+                 hash (m={}, t={}, p={}), each a member of the admin's organisation, in {:.1} s",
                 emails.len(),
                 plan.cost.memory_kib,
                 plan.cost.iterations,
@@ -159,6 +175,7 @@ pub async fn seed(channel: &Channel, admin: &AdminLogin, plan: &Plan<'_>) -> Res
     let sessions = login_all(channel, &emails[..plan.sessions.min(emails.len())]).await?;
     Ok(Seeded {
         admin_auth,
+        admin_org,
         users: emails,
         sessions,
         note,
@@ -179,10 +196,12 @@ async fn insert_users(
     url: &str,
     emails: &[String],
     admin_id: &str,
+    admin_org: &str,
     cost: Argon2Cost,
 ) -> Result<()> {
     let hash = tokio::task::spawn_blocking(move || precomputed_hash(cost)).await??;
     let approved_by = Uuid::parse_str(admin_id).ok();
+    let organization = Uuid::parse_str(admin_org).ok();
     // Seeding 100,000 users takes longer than a server's statements may.
     let db = warden::store::connect(url, std::time::Duration::from_secs(60))
         .await
@@ -195,10 +214,13 @@ async fn insert_users(
         let txn = db.begin().await?;
         for (b, batch) in rows.chunks(INSERT_BATCH).enumerate() {
             let first = t * TRANSACTION_ROWS + b * INSERT_BATCH;
+            let ids: Vec<Uuid> = batch.iter().map(|_| Uuid::new_v4()).collect();
+            let created_at =
+                |k: usize| oldest + ChronoDuration::milliseconds((first + k) as i64 * 10);
             let models = batch.iter().enumerate().map(|(k, email)| {
-                let created = oldest + ChronoDuration::milliseconds((first + k) as i64 * 10);
+                let created = created_at(k);
                 user::Model {
-                    id: Uuid::new_v4(),
+                    id: ids[k],
                     email: email.clone(),
                     display_name: format!("Load User {}", first + k),
                     password_hash: user::PasswordHash(hash.clone()),
@@ -215,6 +237,33 @@ async fn insert_users(
                 .exec_without_returning(&txn)
                 .await
                 .context("inserting seeded users")?;
+            // Members of the admin's organisation, as if invited: what
+            // list-members pages through, and what their sessions act for.
+            if let Some(organization_id) = organization {
+                let members = ids.iter().enumerate().map(|(k, id)| {
+                    membership::Model {
+                        user_id: *id,
+                        organization_id,
+                        role: membership::Role::Member,
+                        roles: String::new(),
+                        joined_at: created_at(k),
+                    }
+                    .into_active_model()
+                });
+                membership::Entity::insert_many(members)
+                    .exec_without_returning(&txn)
+                    .await
+                    .context("inserting seeded memberships")?;
+                organization::Entity::update_many()
+                    .col_expr(
+                        organization::Column::MemberCount,
+                        Expr::col(organization::Column::MemberCount).add(ids.len() as i64),
+                    )
+                    .filter(organization::Column::Id.eq(organization_id))
+                    .exec(&txn)
+                    .await
+                    .context("counting seeded memberships")?;
+            }
         }
         txn.commit().await?;
     }
@@ -233,6 +282,8 @@ async fn register_users(
     for email in emails {
         let user = auth
             .register(RegisterRequest {
+                organization_name: None,
+                invitation_token: String::new(),
                 email: email.clone(),
                 password: PASSWORD.to_owned(),
                 display_name: String::new(),

@@ -454,6 +454,37 @@ pub async fn suite(opts: SuiteOpts) -> Result<()> {
         Err(e) => suite.error(what, "p50 ≤ 5 ms", &e),
     }
 
+    // 6b. ListMembers of one organisation of 100,000 members (issue 14: as
+    // fast as a ListUsers page, from the (organization_id, joined_at,
+    // user_id) index).
+    phase("6b. ListMembers");
+    let what = format!(
+        "6b. ListMembers p50, page of 50 of {} members, 1 client",
+        opts.list_users
+    );
+    match run_scenario(&env, Scenario::ListMembers, list_spec, opts.list_users).await {
+        Ok(o) => {
+            let p50 = o.result.quantile_us(0.5);
+            let clean = o.result.error_count() == 0 && o.result.ok() > 0;
+            let row = Row {
+                what,
+                measured: format!(
+                    "{} (p99 {}, {:.0} pages/s){}",
+                    ms(p50),
+                    ms(o.result.quantile_us(0.99)),
+                    o.result.throughput(),
+                    error_suffix(&o.result)
+                ),
+                ceiling: "–".into(),
+                ratio: "–".into(),
+                goal: "p50 ≤ 5 ms",
+                verdict: Verdict::of(clean && p50 <= 5_000),
+            };
+            suite.keep(o, row);
+        }
+        Err(e) => suite.error(what, "p50 ≤ 5 ms", &e),
+    }
+
     // 7. Idle memory, 8. start time.
     phase("7. idle RSS");
     let what = "7. idle RSS, 1 s after SERVING".to_owned();

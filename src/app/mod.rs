@@ -39,13 +39,19 @@ use crate::{
         password::{Hasher, PasswordPolicy},
         tokens::{self, TokenService},
     },
-    grpc::{auth::AuthApi, bearer::BearerCheck, observe::ObserveLayer, user_admin::UserAdminApi},
+    grpc::{
+        auth::AuthApi, bearer::BearerCheck, observe::ObserveLayer, organizations::OrganizationsApi,
+        user_admin::UserAdminApi,
+    },
     http,
     limits::{self, ConnectionLimits, in_flight::InFlightLayer},
     metrics::Metrics,
     proto::{
         FILE_DESCRIPTOR_SET,
-        v1::{auth_server::AuthServer, user_admin_server::UserAdminServer},
+        v1::{
+            auth_server::AuthServer, organizations_server::OrganizationsServer,
+            user_admin_server::UserAdminServer,
+        },
     },
     state::AppState,
     store::{self, Db},
@@ -156,6 +162,7 @@ impl Application {
             failure_limit: config.login_failure_limit,
             lockout: config.login_lockout,
             first_user_admin: config.first_user_admin,
+            invitation_ttl: config.invitation_ttl,
         };
         warn_if_first_registration_takes_over(&config, &db).await?;
         let accounts = Accounts::new(db.clone(), hasher, tokens.clone(), settings)?;
@@ -272,6 +279,12 @@ impl Application {
                 .max_decoding_message_size(MAX_REQUEST_BYTES),
             BearerCheck::required(state.tokens.clone(), state.clock.clone()),
         );
+        // Every Organizations RPC needs a good token too.
+        let organizations = InterceptedService::new(
+            OrganizationsServer::new(OrganizationsApi::new(state.clone()))
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
+            BearerCheck::required(state.tokens.clone(), state.clock.clone()),
+        );
 
         // Outermost first: CORS answers browsers' preflights, grpc-web turns
         // browser calls into gRPC, every call is observed (refusals too),
@@ -294,7 +307,8 @@ impl Application {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(auth)
-            .add_service(user_admin);
+            .add_service(user_admin)
+            .add_service(organizations);
         // One server either way; the connection types differ (and with them
         // the peer information handlers find: TcpConnectInfo, or
         // TlsConnectInfo<TcpConnectInfo>).
@@ -362,11 +376,12 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
 
 /// The services whose status health reports: the server as a whole ("") and
 /// each warden service.
-fn health_names() -> [&'static str; 3] {
+fn health_names() -> [&'static str; 4] {
     [
         "",
         <AuthServer<AuthApi> as tonic::server::NamedService>::NAME,
         <UserAdminServer<UserAdminApi> as tonic::server::NamedService>::NAME,
+        <OrganizationsServer<OrganizationsApi> as tonic::server::NamedService>::NAME,
     ]
 }
 

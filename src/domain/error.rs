@@ -83,6 +83,24 @@ pub enum Error {
         #[source]
         cause: StoreError,
     },
+    // Organizations (API.md, "service Organizations").
+    /// No such organisation, or the caller is not a member: the same answer,
+    /// so that ids of other organisations reveal nothing.
+    #[error("Organization not found")]
+    OrganizationNotFound,
+    #[error("Organization role required")]
+    OrgRoleRequired,
+    #[error("Member not found")]
+    MemberNotFound,
+    #[error("Invitation not found")]
+    InvitationNotFound,
+    #[error("Already a member")]
+    AlreadyMember,
+    #[error("Cannot remove last owner")]
+    LastOwner,
+    #[error("Invitation invalid")]
+    InvitationInvalid,
+    // End of Organizations.
     /// A transaction kept conflicting with concurrent ones after every retry.
     #[error("The database kept refusing a transaction as conflicting")]
     Conflict(#[source] StoreError),

@@ -181,6 +181,96 @@ impl Default for Device {
     }
 }
 
+const ORGANIZATION_NAME_MAX_CHARS: usize = 100;
+/// Distinct application roles per member at most.
+pub const MAX_ROLES: usize = 32;
+const ROLE_MAX_BYTES: usize = 63;
+/// One-time tokens (invitations): ours are 43 characters.
+const ONE_TIME_TOKEN_MAX_BYTES: usize = 256;
+
+/// An organisation's name: 1 to 100 characters after trimming, printable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrganizationName(String);
+
+impl OrganizationName {
+    pub fn parse(field: &'static str, raw: &str) -> Result<Self, FieldViolation> {
+        let trimmed = raw.trim();
+        if trimmed.is_empty() {
+            return Err(FieldViolation::new(field, "must not be empty"));
+        }
+        check_text(field, trimmed, ORGANIZATION_NAME_MAX_CHARS)?;
+        Ok(Self(trimmed.to_owned()))
+    }
+
+    /// A name made from other text (a display name, an email's local part),
+    /// cut to the length a name may have.
+    pub fn fallback(text: &str) -> Option<Self> {
+        let cut: String = text
+            .trim()
+            .chars()
+            .take(ORGANIZATION_NAME_MAX_CHARS)
+            .collect();
+        Self::parse("organization_name", &cut).ok()
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+/// Application roles: each `^[a-z][a-z0-9_.:-]{0,62}$`, at most 32 distinct
+/// ones; given twice, kept once. Sorted. Anything else is refused, never
+/// trimmed or lower-cased silently.
+pub fn parse_roles(field: &'static str, raw: &[String]) -> Result<Vec<String>, FieldViolation> {
+    for role in raw {
+        if !is_role(role) {
+            return Err(FieldViolation::new(
+                field,
+                "each must match ^[a-z][a-z0-9_.:-]{0,62}$",
+            ));
+        }
+    }
+    let mut roles = raw.to_vec();
+    roles.sort();
+    roles.dedup();
+    if roles.len() > MAX_ROLES {
+        return Err(FieldViolation::new(
+            field,
+            format!("must be at most {MAX_ROLES} distinct roles"),
+        ));
+    }
+    Ok(roles)
+}
+
+fn is_role(role: &str) -> bool {
+    let bytes = role.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= ROLE_MAX_BYTES
+        && bytes[0].is_ascii_lowercase()
+        && bytes[1..]
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.:-".contains(b))
+}
+
+/// A one-time token as it arrives (invitation): non-empty, at most 256
+/// bytes. Never echoed.
+pub fn check_token(field: &'static str, raw: &str) -> Result<(), FieldViolation> {
+    if raw.is_empty() {
+        return Err(FieldViolation::new(field, "must not be empty"));
+    }
+    if raw.len() > ONE_TIME_TOKEN_MAX_BYTES {
+        return Err(FieldViolation::new(
+            field,
+            format!("must be at most {ONE_TIME_TOKEN_MAX_BYTES} bytes"),
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -321,5 +411,54 @@ mod tests {
         assert!(parse_id("user_id", "4b0a5f5e-8b1c-4e1e-9a59-6b6f1e0f9c11").is_ok());
         assert!(parse_id("user_id", "42").is_err());
         assert!(parse_id("user_id", "").is_err());
+    }
+
+    #[test]
+    fn organization_names_are_trimmed_bounded_and_printable() {
+        assert_eq!(
+            OrganizationName::parse("name", "  Acme  ")
+                .unwrap()
+                .as_str(),
+            "Acme"
+        );
+        for bad in ["", "   ", "a\u{0007}b", "a\u{202E}b", &"x".repeat(101)] {
+            let v = OrganizationName::parse("name", bad).unwrap_err();
+            assert_eq!(v.field, "name", "{bad:?}");
+        }
+        assert!(OrganizationName::parse("name", &"é".repeat(100)).is_ok());
+        assert_eq!(
+            OrganizationName::fallback(&"y".repeat(150))
+                .unwrap()
+                .as_str(),
+            "y".repeat(100)
+        );
+    }
+
+    #[test]
+    fn roles_are_checked_deduplicated_and_sorted_never_trimmed() {
+        let raw = |r: &[&str]| r.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert_eq!(
+            parse_roles("roles", &raw(&["agent", "billing:read", "agent"])).unwrap(),
+            ["agent", "billing:read"]
+        );
+        for bad in [
+            "", "Agent", " agent", "agent ", "1agent", "a b", "agent!", "é",
+        ] {
+            assert!(parse_roles("roles", &raw(&[bad])).is_err(), "{bad:?}");
+        }
+        assert!(parse_roles("roles", &raw(&[&format!("a{}", "b".repeat(62))])).is_ok());
+        assert!(parse_roles("roles", &raw(&[&format!("a{}", "b".repeat(63))])).is_err());
+        let many: Vec<String> = (0..33).map(|i| format!("r{i}")).collect();
+        assert!(parse_roles("roles", &many).is_err());
+        let mut repeated: Vec<String> = (0..32).map(|i| format!("r{i}")).collect();
+        repeated.extend(repeated.clone());
+        assert_eq!(parse_roles("roles", &repeated).unwrap().len(), 32);
+    }
+
+    #[test]
+    fn one_time_tokens_are_non_empty_and_bounded() {
+        assert!(check_token("invitation_token", "").is_err());
+        assert!(check_token("invitation_token", &"a".repeat(256)).is_ok());
+        assert!(check_token("invitation_token", &"a".repeat(257)).is_err());
     }
 }

@@ -13,6 +13,7 @@ pub mod clock;
 pub mod error;
 pub mod input;
 pub mod key_encryption;
+pub mod orgs;
 pub mod page_token;
 pub mod password;
 pub mod rules;

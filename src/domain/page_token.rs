@@ -94,11 +94,64 @@ fn mac(key: &[u8; 32], payload: &[u8]) -> HmacSha256 {
 }
 
 pub fn seal(key: &[u8; 32], cursor: Cursor, filter: &UserFilter) -> String {
+    seal_digest(key, cursor, filter_digest(VERSION, filter))
+}
+
+/// What a listing other than ListUsers binds its tokens to: the listing's
+/// name and its parameters, so that a token of one listing (or of one
+/// organisation's members) is refused by another.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope<'a> {
+    /// ListMembers of one organisation.
+    Members(Uuid),
+    /// ListOrganizations with this (lower-case) name filter.
+    Organizations(Option<&'a str>),
+}
+
+/// The scope as bytes: a tag that no `filter_bytes` starts with (their
+/// first byte is a status, 0 to 3), then the parameters.
+fn scope_bytes(scope: &Scope<'_>) -> Vec<u8> {
+    match scope {
+        Scope::Members(org) => {
+            let mut bytes = b"members:".to_vec();
+            bytes.extend_from_slice(org.as_bytes());
+            bytes
+        }
+        Scope::Organizations(name) => {
+            let mut bytes = b"organizations:".to_vec();
+            match name {
+                None => bytes.push(0),
+                Some(part) => {
+                    bytes.push(1);
+                    bytes.extend_from_slice(part.as_bytes());
+                }
+            }
+            bytes
+        }
+    }
+}
+
+pub fn seal_scoped(key: &[u8; 32], cursor: Cursor, scope: &Scope<'_>) -> String {
+    seal_digest(key, cursor, digest(&scope_bytes(scope)))
+}
+
+/// The cursor in `token`, if one of `keys` issued it for this scope.
+pub fn open_scoped(
+    keys: &[[u8; 32]],
+    token: &str,
+    scope: &Scope<'_>,
+) -> Result<Cursor, FieldViolation> {
+    open_with(keys, token, |version| {
+        (version == VERSION).then(|| digest(&scope_bytes(scope)))
+    })
+}
+
+fn seal_digest(key: &[u8; 32], cursor: Cursor, bound: [u8; 8]) -> String {
     let mut token = Vec::with_capacity(PAYLOAD_LEN + MAC_LEN);
     token.push(VERSION);
     token.extend_from_slice(&cursor.created_at.timestamp_micros().to_be_bytes());
     token.extend_from_slice(cursor.id.as_bytes());
-    token.extend_from_slice(&filter_digest(VERSION, filter));
+    token.extend_from_slice(&bound);
     let tag = mac(key, &token).finalize().into_bytes();
     token.extend_from_slice(&tag[..MAC_LEN]);
     URL_SAFE_NO_PAD.encode(token)
@@ -106,6 +159,16 @@ pub fn seal(key: &[u8; 32], cursor: Cursor, filter: &UserFilter) -> String {
 
 /// The cursor in `token`, if one of `keys` issued it for these filters.
 pub fn open(keys: &[[u8; 32]], token: &str, filter: &UserFilter) -> Result<Cursor, FieldViolation> {
+    open_with(keys, token, |version| Some(filter_digest(version, filter)))
+}
+
+/// Opens a token whose bound digest, for its layout version, `expected`
+/// says (`None`: a version this listing never issued).
+fn open_with(
+    keys: &[[u8; 32]],
+    token: &str,
+    expected: impl Fn(u8) -> Option<[u8; 8]>,
+) -> Result<Cursor, FieldViolation> {
     let foreign = || FieldViolation::new(FIELD, "was not issued by this server");
     let bytes = URL_SAFE_NO_PAD
         .decode(token.trim())
@@ -124,7 +187,10 @@ pub fn open(keys: &[[u8; 32]], token: &str, filter: &UserFilter) -> Result<Curso
     if version != VERSION && version != LEGACY_VERSION {
         return Err(foreign());
     }
-    if payload[25..33] != filter_digest(version, filter) {
+    let Some(bound) = expected(version) else {
+        return Err(foreign());
+    };
+    if payload[25..33] != bound {
         return Err(FieldViolation::new(
             FIELD,
             "belongs to a request with other filters",
@@ -217,6 +283,22 @@ mod tests {
         assert_eq!(open(&[KEY], legacy, &filter), Ok(c));
         assert!(open(&[KEY], legacy, &UserFilter::default()).is_err());
         assert_eq!(legacy_filter_text(&UserFilter::default()), "None|None");
+    }
+
+    #[test]
+    fn a_scoped_token_opens_only_for_its_scope_and_never_as_a_user_listing() {
+        let c = cursor();
+        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        let token = seal_scoped(&KEY, c, &Scope::Members(a));
+        assert_eq!(open_scoped(&[KEY], &token, &Scope::Members(a)), Ok(c));
+        assert!(open_scoped(&[KEY], &token, &Scope::Members(b)).is_err());
+        assert!(open_scoped(&[KEY], &token, &Scope::Organizations(None)).is_err());
+        assert!(open(&[KEY], &token, &UserFilter::default()).is_err());
+        let users = seal(&KEY, c, &UserFilter::default());
+        assert!(open_scoped(&[KEY], &users, &Scope::Organizations(None)).is_err());
+        let named = seal_scoped(&KEY, c, &Scope::Organizations(Some("ac")));
+        assert!(open_scoped(&[KEY], &named, &Scope::Organizations(Some("ac"))).is_ok());
+        assert!(open_scoped(&[KEY], &named, &Scope::Organizations(None)).is_err());
     }
 
     #[test]

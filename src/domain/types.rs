@@ -76,6 +76,8 @@ pub struct Session {
     pub last_used_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
+    /// The organisation its tokens act for; `None` for none.
+    pub organization_id: Option<Uuid>,
 }
 
 impl Session {
@@ -102,6 +104,11 @@ pub struct SessionCheck {
     pub revoked_at: Option<DateTime<Utc>>,
     pub expires_at: DateTime<Utc>,
     pub user: User,
+    /// The organisation the session acts for.
+    pub organization_id: Option<Uuid>,
+    /// The user's membership in it, as it is now; `None` if there is none
+    /// (any more).
+    pub membership: Option<OrgAccess>,
 }
 
 /// Who is calling, as far as the transport can tell.
@@ -117,6 +124,9 @@ pub struct Principal {
     pub user: User,
     pub session_id: Uuid,
     pub token: VerifiedToken,
+    /// The organisation the session acts for, with the user's place in it
+    /// as it is now.
+    pub organization: Option<OrgAccess>,
 }
 
 /// An approved admin with a live session: the capability every admin
@@ -157,4 +167,84 @@ pub struct UserFilter {
     pub status: Option<UserStatus>,
     /// Lower-case substring of the (lower-case) email, matched literally.
     pub email_contains: Option<String>,
+}
+
+/// A user's place in an organisation, lowest first (so `>=` reads "at
+/// least").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum OrgRole {
+    /// Reads the organisation and its members.
+    Member,
+    /// And manages MEMBER and ADMIN members and invitations, renames.
+    Admin,
+    /// And manages owners, deletes the organisation.
+    Owner,
+}
+
+/// The organisation a session acts for, with the user's role and
+/// application roles in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrgAccess {
+    pub organization_id: Uuid,
+    pub role: OrgRole,
+    /// Sorted, no duplicates.
+    pub roles: Vec<String>,
+}
+
+/// A tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Organization {
+    pub id: Uuid,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A user's membership of an organisation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Membership {
+    pub user_id: Uuid,
+    pub organization_id: Uuid,
+    pub role: OrgRole,
+    /// Sorted, no duplicates.
+    pub roles: Vec<String>,
+    pub joined_at: DateTime<Utc>,
+}
+
+/// A membership with its organisation: one of a user's organisations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrgMembership {
+    pub organization: Organization,
+    pub membership: Membership,
+}
+
+/// A member as the other members see them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub membership: Membership,
+    pub email: String,
+    pub display_name: String,
+}
+
+/// An invitation as stored: the token only as its hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invitation {
+    pub id: Uuid,
+    pub organization_id: Uuid,
+    pub email: String,
+    pub role: OrgRole,
+    pub roles: Vec<String>,
+    pub token_hash: Vec<u8>,
+    pub invited_by: Uuid,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub accepted_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl Invitation {
+    /// Neither accepted, revoked (or replaced) nor expired at `now`.
+    pub fn is_pending(&self, now: DateTime<Utc>) -> bool {
+        self.accepted_at.is_none() && self.revoked_at.is_none() && self.expires_at > now
+    }
 }

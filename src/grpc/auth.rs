@@ -8,11 +8,11 @@ use tonic::{Request, Response, Status};
 use super::{
     bearer::bearer,
     client::client_info,
-    convert::{count, session, timestamp},
+    convert::{count, org_role, session, timestamp},
 };
 use crate::{
     domain::{
-        accounts::{LoginAttempt, NewAccount, ProfileChange},
+        accounts::{LoginAttempt, NewAccount, ProfileChange, Registration},
         types::Principal,
     },
     proto::v1::{self as pb, auth_server::Auth},
@@ -47,14 +47,19 @@ impl Auth for AuthApi {
     async fn register(&self, request: Request<pb::RegisterRequest>) -> Reply<pb::RegisterResponse> {
         let now = self.state.clock.now();
         let req = request.into_inner();
-        let account = NewAccount {
-            email: req.email,
-            password: SecretString::from(req.password),
-            display_name: req.display_name,
+        let registration = Registration {
+            account: NewAccount {
+                email: req.email,
+                password: SecretString::from(req.password),
+                display_name: req.display_name,
+            },
+            organization_name: req.organization_name,
+            invitation_token: SecretString::from(req.invitation_token),
         };
-        let user = self.state.accounts.register(account, now).await?;
+        let (user, organization) = self.state.accounts.register(registration, now).await?;
         Ok(Response::new(pb::RegisterResponse {
             user: Some(user.into()),
+            organization: organization.map(Into::into),
         }))
     }
 
@@ -69,6 +74,7 @@ impl Auth for AuthApi {
                 .device
                 .map(|d| (d.device_id, d.device_name, d.device_type)),
             client,
+            organization_id: req.organization_id,
         };
         let result = self.state.accounts.login(attempt, now).await;
         self.state.metrics.observe_login(match &result {
@@ -80,6 +86,7 @@ impl Auth for AuthApi {
             tokens: Some(outcome.tokens.into()),
             user: Some(outcome.user.into()),
             session_id: outcome.session_id.to_string(),
+            membership: outcome.membership.map(Into::into),
         }))
     }
 
@@ -195,14 +202,27 @@ impl Auth for AuthApi {
             .introspect(&req.access_token, now)
             .await?
         {
-            Some(p) => pb::ValidateTokenResponse {
-                active: true,
-                user_id: p.user.id.to_string(),
-                email: p.user.email,
-                is_admin: p.user.is_admin,
-                session_id: p.session_id.to_string(),
-                expires_at: Some(timestamp(p.token.expires_at)),
-            },
+            Some(p) => {
+                let (organization_id, role, roles) = match p.organization {
+                    Some(o) => (
+                        o.organization_id.to_string(),
+                        org_role(o.role).into(),
+                        o.roles,
+                    ),
+                    None => (String::new(), pb::OrgRole::Unspecified.into(), Vec::new()),
+                };
+                pb::ValidateTokenResponse {
+                    active: true,
+                    user_id: p.user.id.to_string(),
+                    email: p.user.email,
+                    is_admin: p.user.is_admin,
+                    session_id: p.session_id.to_string(),
+                    expires_at: Some(timestamp(p.token.expires_at)),
+                    organization_id,
+                    org_role: role,
+                    roles,
+                }
+            }
             None => pb::ValidateTokenResponse::default(),
         };
         Ok(Response::new(response))

@@ -5,7 +5,10 @@ use prost_types::Timestamp;
 
 use crate::{
     domain::error::Error,
-    domain::types::{Session, TokenPair, User, UserStatus},
+    domain::types::{
+        Invitation, Member, Membership, OrgMembership, OrgRole, Organization, Session, TokenPair,
+        User, UserStatus,
+    },
     proto::v1 as pb,
 };
 use secrecy::ExposeSecret;
@@ -98,10 +101,95 @@ pub fn session(s: Session, current: uuid::Uuid) -> pb::Session {
         last_used_at: Some(timestamp(s.last_used_at)),
         expires_at: Some(timestamp(s.expires_at)),
         revoked_at: s.revoked_at.map(timestamp),
+        organization_id: s
+            .organization_id
+            .map(|id| id.to_string())
+            .unwrap_or_default(),
     }
 }
 
 /// Counts go out as int32; they never come near its limit.
 pub fn count(n: u64) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+// Organizations.
+
+pub fn org_role(role: OrgRole) -> pb::OrgRole {
+    match role {
+        OrgRole::Member => pb::OrgRole::Member,
+        OrgRole::Admin => pb::OrgRole::Admin,
+        OrgRole::Owner => pb::OrgRole::Owner,
+    }
+}
+
+/// A role to give: it must be a real one; UNSPECIFIED or a number the
+/// contract does not know is a bad argument.
+pub fn new_org_role(field: &'static str, value: i32) -> Result<OrgRole, Error> {
+    match pb::OrgRole::try_from(value) {
+        Ok(pb::OrgRole::Member) => Ok(OrgRole::Member),
+        Ok(pb::OrgRole::Admin) => Ok(OrgRole::Admin),
+        Ok(pb::OrgRole::Owner) => Ok(OrgRole::Owner),
+        Ok(pb::OrgRole::Unspecified) => {
+            Err(Error::invalid(field, "must not be ORG_ROLE_UNSPECIFIED"))
+        }
+        Err(_) => Err(Error::invalid(field, format!("{value} is not an OrgRole"))),
+    }
+}
+
+impl From<Organization> for pb::Organization {
+    fn from(o: Organization) -> Self {
+        Self {
+            id: o.id.to_string(),
+            name: o.name,
+            created_at: Some(timestamp(o.created_at)),
+            updated_at: Some(timestamp(o.updated_at)),
+        }
+    }
+}
+
+/// A membership of the caller, with its organisation.
+pub fn membership(organization: Organization, m: Membership) -> pb::Membership {
+    pb::Membership {
+        organization: Some(organization.into()),
+        role: org_role(m.role).into(),
+        roles: m.roles,
+        joined_at: Some(timestamp(m.joined_at)),
+    }
+}
+
+impl From<OrgMembership> for pb::Membership {
+    fn from(m: OrgMembership) -> Self {
+        membership(m.organization, m.membership)
+    }
+}
+
+impl From<Member> for pb::Member {
+    fn from(m: Member) -> Self {
+        Self {
+            user_id: m.membership.user_id.to_string(),
+            email: m.email,
+            display_name: m.display_name,
+            role: org_role(m.membership.role).into(),
+            roles: m.membership.roles,
+            joined_at: Some(timestamp(m.membership.joined_at)),
+        }
+    }
+}
+
+impl From<Invitation> for pb::Invitation {
+    fn from(i: Invitation) -> Self {
+        Self {
+            id: i.id.to_string(),
+            organization_id: i.organization_id.to_string(),
+            email: i.email,
+            role: org_role(i.role).into(),
+            roles: i.roles,
+            invited_by: i.invited_by.to_string(),
+            created_at: Some(timestamp(i.created_at)),
+            expires_at: Some(timestamp(i.expires_at)),
+            accepted_at: i.accepted_at.map(timestamp),
+            revoked_at: i.revoked_at.map(timestamp),
+        }
+    }
 }

@@ -6,5 +6,6 @@ pub mod bearer;
 pub mod client;
 pub mod convert;
 pub mod observe;
+pub mod organizations;
 pub mod status;
 pub mod user_admin;

@@ -75,6 +75,15 @@ fn code_and_reason(err: &Error) -> (Code, &'static str) {
         Error::RateLimited { .. } => (Code::ResourceExhausted, "RATE_LIMITED"),
         Error::Overloaded { .. } => (Code::ResourceExhausted, "OVERLOADED"),
         Error::DatabaseUnavailable { .. } => (Code::Unavailable, "DATABASE_UNAVAILABLE"),
+        // Organizations.
+        Error::OrganizationNotFound => (Code::NotFound, "ORGANIZATION_NOT_FOUND"),
+        Error::OrgRoleRequired => (Code::PermissionDenied, "ORG_ROLE_REQUIRED"),
+        Error::MemberNotFound => (Code::NotFound, "MEMBER_NOT_FOUND"),
+        Error::InvitationNotFound => (Code::NotFound, "INVITATION_NOT_FOUND"),
+        Error::AlreadyMember => (Code::AlreadyExists, "ALREADY_MEMBER"),
+        Error::LastOwner => (Code::FailedPrecondition, "LAST_OWNER"),
+        Error::InvitationInvalid => (Code::FailedPrecondition, "INVITATION_INVALID"),
+        // End of Organizations.
         Error::Conflict(_) | Error::Unexpected(_) => (Code::Internal, "INTERNAL"),
     }
 }

@@ -9,11 +9,12 @@ use tonic::{Request, Response, Status};
 
 use super::{
     bearer::bearer,
-    convert::{count, new_status, session, status_filter},
+    convert::{count, new_org_role, new_status, session, status_filter},
 };
 use crate::{
     domain::{
         accounts::{NewUser, UserQuery, UserUpdateRequest},
+        orgs::NewMember,
         types::Admin,
     },
     proto::v1::{self as pb, user_admin_server::UserAdmin},
@@ -196,6 +197,46 @@ impl UserAdmin for UserAdminApi {
             .await?;
         Ok(Response::new(pb::RevokeUserSessionsResponse {
             revoked_sessions: count(revoked),
+        }))
+    }
+
+    // Organizations.
+
+    async fn list_organizations(
+        &self,
+        request: Request<pb::ListOrganizationsRequest>,
+    ) -> Reply<pb::ListOrganizationsResponse> {
+        let now = self.state.clock.now();
+        let admin = self.admin(&request, now).await?;
+        let req = request.into_inner();
+        let page = self
+            .state
+            .accounts
+            .list_organizations(&admin, req.page_size, &req.page_token, &req.name_contains)
+            .await?;
+        Ok(Response::new(pb::ListOrganizationsResponse {
+            organizations: page.organizations.into_iter().map(Into::into).collect(),
+            next_page_token: page.next_page_token,
+            total_size: count(page.total_size),
+        }))
+    }
+
+    async fn add_member(
+        &self,
+        request: Request<pb::AddMemberRequest>,
+    ) -> Reply<pb::AddMemberResponse> {
+        let now = self.state.clock.now();
+        let admin = self.admin(&request, now).await?;
+        let req = request.into_inner();
+        let new = NewMember {
+            role: new_org_role("role", req.role)?,
+            organization_id: req.organization_id,
+            user_id: req.user_id,
+            roles: req.roles,
+        };
+        let member = self.state.accounts.add_member(&admin, new, now).await?;
+        Ok(Response::new(pb::AddMemberResponse {
+            member: Some(member.into()),
         }))
     }
 }

@@ -1,4 +1,6 @@
-//! The read behind every bearer call: a session with its user. Under load
+//! The read behind every bearer call: a session with its user and the
+//! user's membership of the organisation the session acts for (a LEFT JOIN:
+//! still one query, one round trip). Under load
 //! many calls want it at the same moment, so the calls that arrive while
 //! earlier reads are under way are answered together, by one query, as soon
 //! as a read finishes. Each call is still answered from a read that started
@@ -10,14 +12,19 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use sea_orm::{DatabaseConnection, DbErr, FromQueryResult, JoinType, QuerySelect, prelude::*};
+use sea_orm::{
+    DatabaseConnection, DbErr, FromQueryResult, JoinType, QuerySelect,
+    prelude::*,
+    sea_query::{ExprTrait as _, IntoCondition as _},
+};
 use tokio::sync::oneshot;
 
 use super::{
     StoreError, StoreResult,
-    entities::{session, user},
+    entities::{membership, session, user},
+    orgs::roles_from_column,
 };
-use crate::domain::types::{SessionCheck, User};
+use crate::domain::types::{OrgAccess, SessionCheck, User};
 
 /// What a bearer check needs of a session and its user, and no more: not
 /// the password hash, nor the device and client details (reading and
@@ -36,11 +43,25 @@ struct Row {
     pub updated_at: DateTimeUtc,
     pub approved_at: Option<DateTimeUtc>,
     pub approved_by: Option<Uuid>,
+    pub organization_id: Option<Uuid>,
+    /// NULL when the user is not (or no longer) a member of it.
+    pub org_role: Option<membership::Role>,
+    pub org_roles: Option<String>,
 }
 
 impl From<Row> for SessionCheck {
     fn from(row: Row) -> Self {
+        let membership = match (row.organization_id, row.org_role) {
+            (Some(organization_id), Some(role)) => Some(OrgAccess {
+                organization_id,
+                role: role.into(),
+                roles: roles_from_column(row.org_roles.as_deref().unwrap_or_default()),
+            }),
+            _ => None,
+        };
         Self {
+            organization_id: row.organization_id,
+            membership,
             session_id: row.session_id,
             revoked_at: row.revoked_at,
             expires_at: row.expires_at,
@@ -209,7 +230,11 @@ async fn read(
         .column(user::Column::UpdatedAt)
         .column(user::Column::ApprovedAt)
         .column(user::Column::ApprovedBy)
+        .column(session::Column::OrganizationId)
+        .column_as(membership::Column::Role, "org_role")
+        .column_as(membership::Column::Roles, "org_roles")
         .join(JoinType::InnerJoin, session::Relation::User.def())
+        .join(JoinType::LeftJoin, acting_membership())
         .filter(session::Column::Id.is_in(ids))
         .into_model::<Row>()
         .all(db)
@@ -218,6 +243,19 @@ async fn read(
         .into_iter()
         .map(|row| (row.session_id, SessionCheck::from(row)))
         .collect())
+}
+
+/// The membership a session acts with: of its user, in its organisation.
+fn acting_membership() -> sea_orm::RelationDef {
+    session::Entity::belongs_to(membership::Entity)
+        .from(session::Column::OrganizationId)
+        .to(membership::Column::OrganizationId)
+        .on_condition(|sessions, memberships| {
+            Expr::col((sessions, session::Column::UserId))
+                .equals((memberships, membership::Column::UserId))
+                .into_condition()
+        })
+        .into()
 }
 
 #[cfg(test)]

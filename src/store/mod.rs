@@ -9,6 +9,7 @@ mod error;
 pub mod keys;
 pub mod login_failures;
 pub mod open;
+pub mod orgs;
 pub mod refresh_tokens;
 pub mod sessions;
 pub mod tx;
@@ -35,6 +36,9 @@ pub use tx::{BoxFuture, read_committed, serializable};
 pub type Db = DatabaseConnection;
 /// A transaction on it, as the retried transactions hand it to their work.
 pub type Txn = sea_orm::DatabaseTransaction;
+/// Either of them, for domain code that reads the same way inside a
+/// transaction and out.
+pub use sea_orm::ConnectionTrait as Connection;
 
 /// How long a pooled PostgreSQL connection may sit idle before it is
 /// pinged again before use.

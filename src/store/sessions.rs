@@ -31,6 +31,7 @@ impl From<session::Model> for Session {
             last_used_at: row.last_used_at,
             expires_at: row.expires_at,
             revoked_at: row.revoked_at,
+            organization_id: row.organization_id,
         }
     }
 }
@@ -48,6 +49,7 @@ fn row(s: &Session) -> session::Model {
         last_used_at: s.last_used_at,
         expires_at: s.expires_at,
         revoked_at: s.revoked_at,
+        organization_id: s.organization_id,
     }
 }
 

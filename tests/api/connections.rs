@@ -145,6 +145,8 @@ async fn a_tls_client_s_address_is_recorded_on_its_session() {
     let tls = TlsServer::start(|_| {}).await;
     let mut auth = AuthClient::new(tls.channel().await.expect("TLS handshake"));
     auth.register(pb::RegisterRequest {
+        organization_name: None,
+        invitation_token: String::new(),
         email: ADMIN_EMAIL.into(),
         password: PASSWORD.into(),
         display_name: String::new(),
@@ -153,6 +155,7 @@ async fn a_tls_client_s_address_is_recorded_on_its_session() {
     .unwrap();
     let login = auth
         .login(pb::LoginRequest {
+            organization_id: None,
             email: ADMIN_EMAIL.into(),
             password: PASSWORD.into(),
             device: None,

@@ -347,6 +347,7 @@ async fn shutdown_reports_not_serving_finishes_calls_in_flight_and_refuses_new_o
     let mut auth = AuthClient::new(channel);
     let in_flight = tokio::spawn(async move {
         auth.login(pb::LoginRequest {
+            organization_id: None,
             email: "nobody@example.com".into(),
             password: "some long passphrase".into(),
             device: None,

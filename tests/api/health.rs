@@ -10,7 +10,12 @@ use crate::helpers::{ADMIN_EMAIL, PASSWORD, channel, spawn_app};
 async fn health_reports_serving_for_the_server_and_each_service() {
     let app = spawn_app().await;
     let mut health = HealthClient::new(channel(app.addr).await);
-    for service in ["", "warden.v1.Auth", "warden.v1.UserAdmin"] {
+    for service in [
+        "",
+        "warden.v1.Auth",
+        "warden.v1.UserAdmin",
+        "warden.v1.Organizations",
+    ] {
         let status = health
             .check(HealthCheckRequest {
                 service: service.into(),
@@ -77,6 +82,7 @@ async fn reflection_v1_lists_every_service_and_resolves_error_details() {
     for expected in [
         "warden.v1.Auth",
         "warden.v1.UserAdmin",
+        "warden.v1.Organizations",
         "grpc.health.v1.Health",
     ] {
         assert!(names.contains(&expected), "{expected} in {names:?}");
@@ -137,6 +143,8 @@ async fn a_request_over_64_kib_is_refused_before_any_work() {
         .auth
         .clone()
         .register(pb::RegisterRequest {
+            organization_name: None,
+            invitation_token: String::new(),
             email: ADMIN_EMAIL.into(),
             password: PASSWORD.into(),
             display_name: "x".repeat(65 * 1024),

@@ -15,7 +15,10 @@ use warden::{
     app::Application,
     config::Config,
     domain::{clock::ManualClock, password::HashingCost},
-    proto::v1::{self as pb, auth_client::AuthClient, user_admin_client::UserAdminClient},
+    proto::v1::{
+        self as pb, auth_client::AuthClient, organizations_client::OrganizationsClient,
+        user_admin_client::UserAdminClient,
+    },
     state::AppState,
 };
 
@@ -464,6 +467,7 @@ pub struct Client {
     pub auth: AuthClient<Channel>,
     pub admin: UserAdminClient<Channel>,
     pub health: HealthClient<Channel>,
+    pub orgs: OrganizationsClient<Channel>,
 }
 
 impl Client {
@@ -472,6 +476,7 @@ impl Client {
         Self {
             auth: AuthClient::new(channel.clone()),
             admin: UserAdminClient::new(channel.clone()),
+            orgs: OrganizationsClient::new(channel.clone()),
             health: HealthClient::new(channel),
         }
     }
@@ -851,4 +856,279 @@ pub async fn count(db: &impl sea_orm::ConnectionTrait, sql: &str) -> i64 {
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
         .expect("a row");
     row.try_get_by_index::<i64>(0).expect("an integer")
+}
+
+/// The claims of an access token, read without verifying it.
+pub fn claims(access_token: &str) -> serde_json::Value {
+    use base64::Engine as _;
+    let payload = access_token.split('.').nth(1).expect("a JWT");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("base64url");
+    serde_json::from_slice(&bytes).expect("JSON claims")
+}
+
+impl Client {
+    /// Organizations calls that send `access_token` with every call.
+    pub fn as_member(&self, access_token: &str) -> AsMember {
+        AsMember {
+            client: self.orgs.clone(),
+            admin: self.admin.clone(),
+            token: access_token.to_owned(),
+        }
+    }
+
+    /// A new approved account made by an admin (no organisation of its own),
+    /// logged in: (user id, access token).
+    pub async fn approved_user(&self, admin_token: &str, email: &str) -> (String, String) {
+        let user = self
+            .as_admin(admin_token)
+            .create(email, false)
+            .await
+            .expect("create user");
+        let login = self.login(email, PASSWORD).await.expect("login");
+        (user.id, login.tokens.expect("tokens").access_token)
+    }
+}
+
+/// The Organizations service of a `Client`, sending `token` with every call.
+pub struct AsMember {
+    pub client: OrganizationsClient<Channel>,
+    pub admin: UserAdminClient<Channel>,
+    pub token: String,
+}
+
+impl AsMember {
+    pub async fn create(&self, name: &str) -> Result<pb::Organization, Status> {
+        let request = pb::CreateOrganizationRequest { name: name.into() };
+        self.client
+            .clone()
+            .create_organization(with_bearer(request, &self.token))
+            .await
+            .map(|r| r.into_inner().organization.expect("organization"))
+    }
+
+    pub async fn mine(&self) -> Result<Vec<pb::Membership>, Status> {
+        self.client
+            .clone()
+            .list_my_organizations(with_bearer(pb::ListMyOrganizationsRequest {}, &self.token))
+            .await
+            .map(|r| r.into_inner().memberships)
+    }
+
+    pub async fn get(&self, org: &str) -> Result<pb::GetOrganizationResponse, Status> {
+        let request = pb::GetOrganizationRequest {
+            organization_id: org.into(),
+        };
+        self.client
+            .clone()
+            .get_organization(with_bearer(request, &self.token))
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    pub async fn rename(&self, org: &str, name: &str) -> Result<pb::Organization, Status> {
+        let request = pb::UpdateOrganizationRequest {
+            organization_id: org.into(),
+            name: Some(name.into()),
+        };
+        self.client
+            .clone()
+            .update_organization(with_bearer(request, &self.token))
+            .await
+            .map(|r| r.into_inner().organization.expect("organization"))
+    }
+
+    pub async fn delete(&self, org: &str) -> Result<(), Status> {
+        let request = pb::DeleteOrganizationRequest {
+            organization_id: org.into(),
+        };
+        self.client
+            .clone()
+            .delete_organization(with_bearer(request, &self.token))
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn members_page(
+        &self,
+        org: &str,
+        page_size: i32,
+        page_token: &str,
+    ) -> Result<pb::ListMembersResponse, Status> {
+        let request = pb::ListMembersRequest {
+            organization_id: org.into(),
+            page_size,
+            page_token: page_token.into(),
+        };
+        self.client
+            .clone()
+            .list_members(with_bearer(request, &self.token))
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    pub async fn members(&self, org: &str) -> Result<Vec<pb::Member>, Status> {
+        self.members_page(org, 500, "").await.map(|p| p.members)
+    }
+
+    pub async fn set_role(
+        &self,
+        org: &str,
+        user: &str,
+        role: pb::OrgRole,
+    ) -> Result<pb::Member, Status> {
+        self.update_member(pb::UpdateMemberRequest {
+            organization_id: org.into(),
+            user_id: user.into(),
+            role: Some(role.into()),
+            roles: None,
+        })
+        .await
+    }
+
+    pub async fn set_roles(
+        &self,
+        org: &str,
+        user: &str,
+        roles: &[&str],
+    ) -> Result<pb::Member, Status> {
+        self.update_member(pb::UpdateMemberRequest {
+            organization_id: org.into(),
+            user_id: user.into(),
+            role: None,
+            roles: Some(pb::RoleList {
+                values: roles.iter().map(|r| (*r).to_owned()).collect(),
+            }),
+        })
+        .await
+    }
+
+    pub async fn update_member(
+        &self,
+        request: pb::UpdateMemberRequest,
+    ) -> Result<pb::Member, Status> {
+        self.client
+            .clone()
+            .update_member(with_bearer(request, &self.token))
+            .await
+            .map(|r| r.into_inner().member.expect("member"))
+    }
+
+    pub async fn remove(&self, org: &str, user: &str) -> Result<(), Status> {
+        let request = pb::RemoveMemberRequest {
+            organization_id: org.into(),
+            user_id: user.into(),
+        };
+        self.client
+            .clone()
+            .remove_member(with_bearer(request, &self.token))
+            .await
+            .map(|_| ())
+    }
+
+    /// CreateInvitation: (invitation, token).
+    pub async fn invite(
+        &self,
+        org: &str,
+        email: &str,
+        role: pb::OrgRole,
+    ) -> Result<(pb::Invitation, String), Status> {
+        let request = pb::CreateInvitationRequest {
+            organization_id: org.into(),
+            email: email.into(),
+            role: role.into(),
+            roles: vec![],
+        };
+        self.client
+            .clone()
+            .create_invitation(with_bearer(request, &self.token))
+            .await
+            .map(|r| {
+                let r = r.into_inner();
+                (r.invitation.expect("invitation"), r.invitation_token)
+            })
+    }
+
+    pub async fn invitations(
+        &self,
+        org: &str,
+        include_inactive: bool,
+    ) -> Result<Vec<pb::Invitation>, Status> {
+        let request = pb::ListInvitationsRequest {
+            organization_id: org.into(),
+            include_inactive,
+        };
+        self.client
+            .clone()
+            .list_invitations(with_bearer(request, &self.token))
+            .await
+            .map(|r| r.into_inner().invitations)
+    }
+
+    pub async fn revoke_invitation(&self, org: &str, invitation: &str) -> Result<(), Status> {
+        let request = pb::RevokeInvitationRequest {
+            organization_id: org.into(),
+            invitation_id: invitation.into(),
+        };
+        self.client
+            .clone()
+            .revoke_invitation(with_bearer(request, &self.token))
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn accept(&self, invitation_token: &str) -> Result<pb::Membership, Status> {
+        let request = pb::AcceptInvitationRequest {
+            invitation_token: invitation_token.into(),
+        };
+        self.client
+            .clone()
+            .accept_invitation(with_bearer(request, &self.token))
+            .await
+            .map(|r| r.into_inner().membership.expect("membership"))
+    }
+
+    pub async fn switch(&self, org: &str) -> Result<pb::TokenPair, Status> {
+        let request = pb::SwitchOrganizationRequest {
+            organization_id: org.into(),
+        };
+        self.client
+            .clone()
+            .switch_organization(with_bearer(request, &self.token))
+            .await
+            .map(|r| r.into_inner().tokens.expect("tokens"))
+    }
+
+    /// UserAdmin.AddMember (the token must be a platform admin's).
+    pub async fn add_member(
+        &self,
+        org: &str,
+        user: &str,
+        role: pb::OrgRole,
+    ) -> Result<pb::Member, Status> {
+        let request = pb::AddMemberRequest {
+            organization_id: org.into(),
+            user_id: user.into(),
+            role: role.into(),
+            roles: vec![],
+        };
+        self.admin
+            .clone()
+            .add_member(with_bearer(request, &self.token))
+            .await
+            .map(|r| r.into_inner().member.expect("member"))
+    }
+
+    /// UserAdmin.ListOrganizations (the token must be a platform admin's).
+    pub async fn all_organizations(
+        &self,
+        request: pb::ListOrganizationsRequest,
+    ) -> Result<pb::ListOrganizationsResponse, Status> {
+        self.admin
+            .clone()
+            .list_organizations(with_bearer(request, &self.token))
+            .await
+            .map(|r| r.into_inner())
+    }
 }

@@ -135,6 +135,7 @@ async fn calls_beyond_the_in_flight_cap_are_overloaded_until_places_free_up() {
             let mut auth = app.auth.clone();
             tokio::spawn(async move {
                 auth.login(pb::LoginRequest {
+                    organization_id: None,
                     email: email.into(),
                     password: "some long passphrase".into(),
                     device: None,

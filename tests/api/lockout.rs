@@ -381,6 +381,7 @@ async fn burst(apps: &[&TestApp], email: &str, n: usize) -> Burst {
                 start.wait().await;
                 client
                     .login(pb::LoginRequest {
+                        organization_id: None,
                         email,
                         password: WRONG.into(),
                         device: None,

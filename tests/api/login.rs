@@ -58,6 +58,7 @@ async fn a_session_records_device_user_agent_and_address() {
     let app = spawn_app().await;
     app.register(ADMIN_EMAIL, PASSWORD).await.unwrap();
     let mut request = Request::new(pb::LoginRequest {
+        organization_id: None,
         email: ADMIN_EMAIL.into(),
         password: PASSWORD.into(),
         device: Some(pb::DeviceInfo {
@@ -232,6 +233,7 @@ async fn oversized_device_fields_are_invalid_arguments() {
         .auth
         .clone()
         .login(pb::LoginRequest {
+            organization_id: None,
             email: ADMIN_EMAIL.into(),
             password: PASSWORD.into(),
             device: Some(pb::DeviceInfo {
@@ -262,6 +264,7 @@ async fn device_fields_refuse_bidi_overrides_and_isolates() {
         .auth
         .clone()
         .login(pb::LoginRequest {
+            organization_id: None,
             email: ADMIN_EMAIL.into(),
             password: PASSWORD.into(),
             device: Some(pb::DeviceInfo {

@@ -15,6 +15,7 @@ mod limits;
 mod lockout;
 mod login;
 mod migrations;
+mod orgs;
 mod outage;
 mod postgres_cluster;
 mod profile;

@@ -841,6 +841,7 @@ async fn a_session_is_stored_with_its_refresh_token_or_not_at_all() {
         last_used_at: now,
         expires_at: now + chrono::TimeDelta::days(1),
         revoked_at: None,
+        organization_id: None,
     };
     // The token cannot be stored (its hash is taken): the session must not
     // be stored without it.

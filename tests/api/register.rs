@@ -97,6 +97,8 @@ async fn the_display_name_is_kept() {
         .auth
         .clone()
         .register(pb::RegisterRequest {
+            organization_name: None,
+            invitation_token: String::new(),
             email: ADMIN_EMAIL.into(),
             password: PASSWORD.into(),
             display_name: "Ada Lovelace 👩‍💻".into(),
@@ -140,6 +142,8 @@ async fn register_named(
     app.auth
         .clone()
         .register(pb::RegisterRequest {
+            organization_name: None,
+            invitation_token: String::new(),
             email: ADMIN_EMAIL.into(),
             password: PASSWORD.into(),
             display_name,

@@ -35,6 +35,8 @@ async fn no_secret_of_a_full_flow_appears_in_trace_logs() {
     let reset = remember("reset secret passphrase");
 
     let register = |email: &str, password: &str| pb::RegisterRequest {
+        organization_name: None,
+        invitation_token: String::new(),
         email: email.into(),
         password: password.into(),
         display_name: "Secretive".into(),
@@ -43,6 +45,7 @@ async fn no_secret_of_a_full_flow_appears_in_trace_logs() {
         .await
         .unwrap();
     let login = |email: &str, password: &str| pb::LoginRequest {
+        organization_id: None,
         email: email.into(),
         password: password.into(),
         device: None,

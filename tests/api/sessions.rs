@@ -427,6 +427,7 @@ async fn recorded_address(trusted: &[&str], forwarded: &[&str]) -> String {
     let app = spawn_app_with(|c| c.trusted_proxies = trusted).await;
     app.register(ADMIN_EMAIL, PASSWORD).await.unwrap();
     let mut request = tonic::Request::new(pb::LoginRequest {
+        organization_id: None,
         email: ADMIN_EMAIL.into(),
         password: PASSWORD.into(),
         device: None,
@@ -549,6 +550,7 @@ async fn a_backlog_of_many_batches_of_ended_sessions_is_pruned_by_one_run_and_li
     let long_ago = app.now() - TimeDelta::days(30);
     let ended: Vec<session::Model> = (0..ENDED)
         .map(|i| session::Model {
+            organization_id: None,
             id: uuid::Uuid::new_v4(),
             user_id,
             device_id: String::new(),

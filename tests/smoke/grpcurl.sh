@@ -32,7 +32,7 @@ done
 g() { grpcurl -plaintext "$@"; }
 
 services="$(g "$addr" list)"
-for s in warden.v1.Auth warden.v1.UserAdmin grpc.health.v1.Health; do
+for s in warden.v1.Auth warden.v1.UserAdmin warden.v1.Organizations grpc.health.v1.Health; do
   grep -qx "$s" <<<"$services" || fail "grpcurl list lacks $s: $services"
 done
 g "$addr" describe warden.v1.Auth.Login | grep -q 'rpc Login' || fail "describe Login"

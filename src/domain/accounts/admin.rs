@@ -12,11 +12,14 @@ use crate::{
         error::{Error, FieldViolation, Result},
         input::{DisplayName, Email, parse_id},
         page_token::{self, Cursor},
-        rules::accounts::{UserUpdate, keep_an_admin, plan_user_update},
+        rules::{
+            accounts::{UserUpdate, keep_an_admin, plan_user_update},
+            orgs::{OnUserDeleted, on_user_deleted},
+        },
         tokens::VerifiedToken,
-        types::{Admin, PasswordHash, Session, User, UserFilter, UserStatus},
+        types::{Admin, OrgRole, PasswordHash, Session, User, UserFilter, UserStatus},
     },
-    store::{self, StoreError, sessions, users},
+    store::{self, StoreError, orgs, sessions, users},
 };
 
 pub const DEFAULT_PAGE_SIZE: u64 = 50;
@@ -94,6 +97,19 @@ pub(super) fn parse_profile_change(
     }
 }
 
+/// `page_size`: 0 means the default, negative is refused, above the
+/// maximum is clamped.
+pub(in crate::domain) fn page_limit(page_size: i32, violations: &mut Vec<FieldViolation>) -> u64 {
+    match page_size {
+        n if n < 0 => {
+            violations.push(FieldViolation::new("page_size", "must not be negative"));
+            DEFAULT_PAGE_SIZE
+        }
+        0 => DEFAULT_PAGE_SIZE,
+        n => u64::try_from(n).unwrap_or(MAX_PAGE_SIZE).min(MAX_PAGE_SIZE),
+    }
+}
+
 impl Accounts {
     /// A bearer check that also needs an approved admin.
     pub async fn authorize_admin(
@@ -107,14 +123,7 @@ impl Accounts {
     /// Newest first, ties by id; keyset pages behind opaque tokens.
     pub async fn list_users(&self, _admin: &Admin, query: UserQuery) -> Result<UserPage> {
         let mut violations = Vec::new();
-        let limit = match query.page_size {
-            n if n < 0 => {
-                violations.push(FieldViolation::new("page_size", "must not be negative"));
-                DEFAULT_PAGE_SIZE
-            }
-            0 => DEFAULT_PAGE_SIZE,
-            n => u64::try_from(n).unwrap_or(MAX_PAGE_SIZE).min(MAX_PAGE_SIZE),
-        };
+        let limit = page_limit(query.page_size, &mut violations);
         let email_contains = query.email_contains.trim().to_lowercase();
         if email_contains.chars().count() > EMAIL_FILTER_MAX_CHARS {
             violations.push(FieldViolation::new(
@@ -221,17 +230,43 @@ impl Accounts {
         Ok(user)
     }
 
-    /// Deletes the user and, by cascade, their sessions.
+    /// Deletes the user and, by cascade, their sessions and memberships;
+    /// organisations where the user was the only member go with them. Nor
+    /// the last approved admin (checked first), nor the only owner of an
+    /// organisation that has other members, may be deleted.
     #[tracing::instrument(skip_all)]
     pub async fn delete_user(&self, admin: &Admin, user_id: &str) -> Result<()> {
         let target = id("user_id", user_id)?;
         store::serializable(&self.db, |txn| {
             Box::pin(async move {
                 let current = users::find(txn, target).await?.ok_or(Error::UserNotFound)?;
+                let mut plans = Vec::new();
+                for m in orgs::memberships_of(txn, target).await? {
+                    let others = orgs::count_members(txn, m.organization_id)
+                        .await?
+                        .saturating_sub(1);
+                    let owners = orgs::count_owners(txn, m.organization_id).await?;
+                    let other_owners = owners.saturating_sub(u64::from(m.role == OrgRole::Owner));
+                    plans.push((
+                        m.organization_id,
+                        on_user_deleted(m.role, others, other_owners),
+                    ));
+                }
+                // Explicitly rather than by cascade, so that the member
+                // counts follow.
+                for (organization_id, _) in &plans {
+                    orgs::delete_membership(txn, target, *organization_id).await?;
+                }
                 if users::delete(txn, target).await? == 0 {
                     return Err(Error::UserNotFound);
                 }
-                keep_an_admin(&current, None, users::count_approved_admins(txn).await?)
+                keep_an_admin(&current, None, users::count_approved_admins(txn).await?)?;
+                for (organization_id, plan) in plans {
+                    if plan? == OnUserDeleted::DeleteOrganization {
+                        orgs::delete_organization(txn, organization_id).await?;
+                    }
+                }
+                Ok(())
             })
         })
         .await?;

@@ -3,7 +3,7 @@
 //! account becomes is `rules::accounts::new_account_role`'s decision.
 
 use chrono::{DateTime, Utc};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
 use super::{
@@ -13,17 +13,43 @@ use super::{
 use crate::{
     domain::{
         error::{Error, Result},
+        input::{OrganizationName, check_token},
         password::{Hasher, PasswordPolicy},
-        rules::accounts::{Creation, new_account_role},
-        types::{Account, Admin, PasswordHash, User},
+        rules::{
+            accounts::{Creation, new_account_role},
+            orgs::{invitation_acceptable, own_organization_name},
+        },
+        tokens::hash_refresh_token,
+        types::{Account, Admin, Membership, OrgRole, Organization, PasswordHash, User},
     },
-    store::{self, Db, StoreError, users},
+    store::{self, Db, StoreError, orgs, users},
 };
 
 pub struct NewAccount {
     pub email: String,
     pub password: SecretString,
     pub display_name: String,
+}
+
+/// A registration: the account, and the name of its own organisation or
+/// the invitation it joins another with.
+pub struct Registration {
+    pub account: NewAccount,
+    /// `None` when the field was absent.
+    pub organization_name: Option<String>,
+    /// Empty when none.
+    pub invitation_token: SecretString,
+}
+
+/// Which organisation a new account joins, if any.
+#[derive(Clone)]
+enum Tenancy {
+    /// CreateUser and `create-admin`: none (a backend adds memberships).
+    None,
+    /// Register: an organisation of its own, named so, as OWNER.
+    Own(Option<OrganizationName>),
+    /// Register with an invitation: the SHA-256 of its token.
+    Invited(Vec<u8>),
 }
 
 /// What creating an account needs besides the request.
@@ -44,8 +70,9 @@ impl Creator<'_> {
         &self,
         account: NewAccount,
         creation: Creation,
+        tenancy: Tenancy,
         now: DateTime<Utc>,
-    ) -> Result<User> {
+    ) -> Result<(User, Option<Organization>)> {
         let (email, display_name) = parse_profile(&account.email, &account.display_name)?;
         let password = self.policy.check("password", &account.password, &email)?;
         let place = self.hasher.queue()?;
@@ -56,9 +83,16 @@ impl Creator<'_> {
         }
         let hash = PasswordHash(self.hasher.hash_queued(Some(place), &password).await?);
         let first_user_admin = self.first_user_admin;
-        let user = store::serializable(self.db, |txn| {
+        let (user, organization) = store::serializable(self.db, |txn| {
             let (email, display_name, hash) = (email.clone(), display_name.clone(), hash.clone());
+            let tenancy = tenancy.clone();
             Box::pin(async move {
+                let org_name = match &tenancy {
+                    Tenancy::Own(name) => {
+                        Some(own_organization_name(name.clone(), &display_name, &email))
+                    }
+                    _ => None,
+                };
                 let is_first = match creation {
                     Creation::Registration => !users::any(txn).await?,
                     _ => false,
@@ -78,14 +112,62 @@ impl Creator<'_> {
                     },
                     password_hash: hash,
                 };
-                users::insert(txn, &account)
+                let user = users::insert(txn, &account)
                     .await
-                    .map_err(email_taken_if_unique)
+                    .map_err(email_taken_if_unique)?;
+                let organization = match tenancy {
+                    Tenancy::None => None,
+                    Tenancy::Own(_) => {
+                        let org = Organization {
+                            id: Uuid::now_v7(),
+                            name: org_name.unwrap_or_default(),
+                            created_at: now,
+                            updated_at: now,
+                        };
+                        let org = orgs::insert_organization(txn, &org).await?;
+                        orgs::insert_membership(
+                            txn,
+                            &Membership {
+                                user_id: user.id,
+                                organization_id: org.id,
+                                role: OrgRole::Owner,
+                                roles: Vec::new(),
+                                joined_at: now,
+                            },
+                        )
+                        .await?;
+                        Some(org)
+                    }
+                    Tenancy::Invited(hash) => {
+                        // Anything wrong with the invitation rolls the account
+                        // back with it: INVITATION_INVALID creates nothing.
+                        let invitation = orgs::find_invitation_by_hash(txn, &hash)
+                            .await?
+                            .filter(|i| invitation_acceptable(i, &user.email, now))
+                            .ok_or(Error::InvitationInvalid)?;
+                        if !orgs::claim_invitation(txn, invitation.id, now).await? {
+                            return Err(Error::InvitationInvalid);
+                        }
+                        orgs::insert_membership(
+                            txn,
+                            &Membership {
+                                user_id: user.id,
+                                organization_id: invitation.organization_id,
+                                role: invitation.role,
+                                roles: invitation.roles,
+                                joined_at: now,
+                            },
+                        )
+                        .await?;
+                        None
+                    }
+                };
+                Ok::<_, Error>((user, organization))
             })
         })
         .await?;
         tracing::info!(user_id = %user.id, admin = user.is_admin, ?creation, "account created");
-        Ok(user)
+        Ok((user, organization))
     }
 }
 
@@ -99,11 +181,29 @@ impl Accounts {
         }
     }
 
-    /// Register: anyone may; the first account may become an admin.
+    /// Register: anyone may; the first account may become an admin. The
+    /// account gets its own organisation, as OWNER, in the same transaction;
+    /// or, with an invitation, joins the inviting one instead.
     #[tracing::instrument(skip_all)]
-    pub async fn register(&self, account: NewAccount, now: DateTime<Utc>) -> Result<User> {
+    pub async fn register(
+        &self,
+        registration: Registration,
+        now: DateTime<Utc>,
+    ) -> Result<(User, Option<Organization>)> {
+        let token = registration.invitation_token.expose_secret();
+        let tenancy = if token.is_empty() {
+            let name = registration
+                .organization_name
+                .map(|n| OrganizationName::parse("organization_name", &n))
+                .transpose()
+                .map_err(|v| Error::InvalidArgument(vec![v]))?;
+            Tenancy::Own(name)
+        } else {
+            check_token("invitation_token", token).map_err(|v| Error::InvalidArgument(vec![v]))?;
+            Tenancy::Invited(hash_refresh_token(token))
+        };
         self.creator()
-            .create(account, Creation::Registration, now)
+            .create(registration.account, Creation::Registration, tenancy, now)
             .await
     }
 
@@ -124,7 +224,11 @@ impl Accounts {
             password: new.password,
             display_name: new.display_name,
         };
-        self.creator().create(account, creation, now).await
+        let (user, _) = self
+            .creator()
+            .create(account, creation, Tenancy::None, now)
+            .await?;
+        Ok(user)
     }
 }
 
@@ -142,7 +246,10 @@ pub async fn create_admin(
         policy,
         first_user_admin: false,
     };
-    creator.create(account, Creation::Bootstrap, now).await
+    let (user, _) = creator
+        .create(account, Creation::Bootstrap, Tenancy::None, now)
+        .await?;
+    Ok(user)
 }
 
 /// Whether any account exists (for the start-up warning about the first

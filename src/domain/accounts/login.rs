@@ -8,14 +8,15 @@ use super::Accounts;
 use crate::{
     domain::{
         error::{Error, FieldViolation, Result},
-        input::{Device, Email},
-        rules::sessions::session_expiry,
+        input::{Device, Email, parse_id},
+        rules::{orgs::login_organization, sessions::session_expiry},
         tokens::{RefreshToken, VerifiedToken},
         types::{
-            Account, ClientInfo, Principal, RefreshRecord, Session, TokenPair, User, UserStatus,
+            Account, ClientInfo, OrgMembership, Principal, RefreshRecord, Session, TokenPair, User,
+            UserStatus,
         },
     },
-    store::{sessions, users},
+    store::{orgs, sessions, users},
 };
 
 const USER_AGENT_MAX_CHARS: usize = 512;
@@ -26,12 +27,16 @@ pub struct LoginAttempt {
     /// The raw device fields (id, name, type), if the client sent any.
     pub device: Option<(String, String, String)>,
     pub client: ClientInfo,
+    /// The organisation to act for, as sent; `None` when absent.
+    pub organization_id: Option<String>,
 }
 
 pub struct LoginOutcome {
     pub tokens: TokenPair,
     pub user: User,
     pub session_id: Uuid,
+    /// The organisation the session acts for, with the user's place in it.
+    pub membership: Option<OrgMembership>,
 }
 
 impl Accounts {
@@ -54,6 +59,18 @@ impl Accounts {
                 Device::default()
             }),
             None => Device::default(),
+        };
+        let requested_org = match attempt
+            .organization_id
+            .as_deref()
+            .map(|raw| parse_id("organization_id", raw))
+        {
+            Some(Ok(id)) => Some(id),
+            Some(Err(v)) => {
+                violations.push(v);
+                None
+            }
+            None => None,
         };
         if !violations.is_empty() {
             return Err(Error::InvalidArgument(violations));
@@ -88,6 +105,14 @@ impl Accounts {
             UserStatus::Pending => return Err(Error::AccountPending),
             UserStatus::Disabled => return Err(Error::AccountDisabled),
         }
+        // Only to someone who knows the password: which organisations exist
+        // for this account.
+        let memberships = orgs::memberships_of_user(&self.db, account.user.id).await?;
+        let ids: Vec<Uuid> = memberships.iter().map(|m| m.organization.id).collect();
+        let organization_id = login_organization(requested_org, &ids)?;
+        let membership = memberships
+            .into_iter()
+            .find(|m| Some(m.organization.id) == organization_id);
 
         let refresh = RefreshToken::generate()?;
         let expires_at = session_expiry(now, now, self.refresh_ttl, self.session_max_lifetime);
@@ -106,6 +131,7 @@ impl Accounts {
             last_used_at: now,
             expires_at,
             revoked_at: None,
+            organization_id,
         };
         let token = RefreshRecord {
             token_hash: refresh.hash,
@@ -115,13 +141,20 @@ impl Accounts {
             rotated_at: None,
         };
         sessions::insert_with_refresh_token(&self.db, &session, &token).await?;
-        let tokens =
-            self.token_pair(account.user.id, session.id, refresh.token, expires_at, now)?;
+        let tokens = self.token_pair(
+            account.user.id,
+            session.id,
+            organization_id,
+            refresh.token,
+            expires_at,
+            now,
+        )?;
         tracing::info!(user_id = %account.user.id, session_id = %session.id, "login");
         Ok(LoginOutcome {
             tokens,
             user: account.user,
             session_id: session.id,
+            membership,
         })
     }
 
@@ -150,15 +183,18 @@ impl Accounts {
 
     /// A fresh access token for the session, with the refresh token that
     /// goes with it.
-    pub(super) fn token_pair(
+    pub(crate) fn token_pair(
         &self,
         user_id: Uuid,
         session_id: Uuid,
+        organization_id: Option<Uuid>,
         refresh_token: SecretString,
         refresh_expires_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<TokenPair> {
-        let access = self.tokens.issue(user_id, session_id, now)?;
+        let access = self
+            .tokens
+            .issue_for(user_id, session_id, organization_id, now)?;
         Ok(TokenPair {
             access_token: SecretString::from(access.token),
             refresh_token,
@@ -169,8 +205,10 @@ impl Accounts {
 
     /// The database half of a bearer check, for a token whose signature and
     /// claims already hold: the session must exist, be live and belong to the
-    /// token's user, and that user must be approved. Read on every call, so a
-    /// revocation or a disabled account takes effect at once.
+    /// token's user, and that user must be approved; a session that acts for
+    /// an organisation needs the user's membership of it (read in the same
+    /// query). Read on every call, so a revocation, a disabled account or a
+    /// removal from the organisation takes effect at once.
     pub async fn authorize(&self, token: &VerifiedToken, now: DateTime<Utc>) -> Result<Principal> {
         let found = self
             .bearer_lookups
@@ -183,6 +221,7 @@ impl Accounts {
         if found.revoked_at.is_some()
             || found.expires_at <= now
             || found.user.status != UserStatus::Approved
+            || (found.organization_id.is_some() && found.membership.is_none())
         {
             return Err(Error::SessionRevoked);
         }
@@ -190,6 +229,7 @@ impl Accounts {
             session_id: found.session_id,
             user: found.user,
             token: *token,
+            organization: found.membership,
         })
     }
 

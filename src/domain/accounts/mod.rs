@@ -22,10 +22,11 @@ use std::{sync::Arc, time::Duration};
 use anyhow::Context as _;
 use chrono::TimeDelta;
 
+pub(in crate::domain) use admin::page_limit;
 pub use admin::{
     DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, NewUser, UserPage, UserQuery, UserUpdateRequest,
 };
-pub use create::{NewAccount, any_account, create_admin};
+pub use create::{NewAccount, Registration, any_account, create_admin};
 pub use login::{LoginAttempt, LoginOutcome};
 pub use profile::ProfileChange;
 pub use sessions::RETENTION;
@@ -49,18 +50,23 @@ pub struct AccountSettings {
     pub lockout: Duration,
     /// `WARDEN_FIRST_USER_ADMIN`.
     pub first_user_admin: bool,
+    /// `WARDEN_INVITATION_TTL`.
+    pub invitation_ttl: Duration,
 }
 
+/// The service behind Auth, UserAdmin and Organizations (whose operations
+/// live in `domain::orgs`, hence the fields visible in `domain`).
 pub struct Accounts {
-    db: Db,
+    pub(in crate::domain) db: Db,
     bearer_lookups: BearerLookups,
     hasher: Hasher,
     policy: PasswordPolicy,
-    tokens: Arc<TokenService>,
+    pub(in crate::domain) tokens: Arc<TokenService>,
     refresh_ttl: TimeDelta,
     session_max_lifetime: TimeDelta,
     lockout: LockoutPolicy,
     first_user_admin: bool,
+    pub(in crate::domain) invitation_ttl: TimeDelta,
 }
 
 impl Accounts {
@@ -86,10 +92,19 @@ impl Accounts {
                 first_lockout: delta(settings.lockout, "lockout duration")?,
             },
             first_user_admin: settings.first_user_admin,
+            invitation_ttl: delta(settings.invitation_ttl, "invitation TTL")?,
         })
     }
 
     pub fn hasher(&self) -> &Hasher {
         &self.hasher
+    }
+
+    pub(in crate::domain) fn refresh_ttl(&self) -> TimeDelta {
+        self.refresh_ttl
+    }
+
+    pub(in crate::domain) fn session_max_lifetime(&self) -> TimeDelta {
+        self.session_max_lifetime
     }
 }

@@ -32,6 +32,7 @@ enum Rotation {
         next: RefreshToken,
         user_id: Uuid,
         session_id: Uuid,
+        organization_id: Option<Uuid>,
         expires_at: DateTime<Utc>,
     },
     Reused(Uuid),
@@ -94,6 +95,7 @@ impl Accounts {
                     next,
                     user_id: user.id,
                     session_id: session.id,
+                    organization_id: session.organization_id,
                     expires_at,
                 })
             })
@@ -104,8 +106,16 @@ impl Accounts {
                 next,
                 user_id,
                 session_id,
+                organization_id,
                 expires_at,
-            } => self.token_pair(user_id, session_id, next.token, expires_at, now),
+            } => self.token_pair(
+                user_id,
+                session_id,
+                organization_id,
+                next.token,
+                expires_at,
+                now,
+            ),
             Rotation::Reused(session_id) => {
                 tracing::warn!(%session_id, "refresh token reused: session revoked");
                 Err(Error::RefreshTokenReused)

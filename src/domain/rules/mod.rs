@@ -6,4 +6,5 @@
 pub mod accounts;
 pub mod keys;
 pub mod lockout;
+pub mod orgs;
 pub mod sessions;

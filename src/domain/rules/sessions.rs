@@ -132,6 +132,7 @@ mod tests {
             last_used_at: at(0),
             expires_at,
             revoked_at,
+            organization_id: None,
         }
     }
 

@@ -47,6 +47,11 @@ pub struct AccessClaims {
     pub nbf: i64,
     pub exp: i64,
     pub jti: String,
+    /// The organisation the session acts for; absent for none. Informative
+    /// for local verifiers: warden itself reads the session's organisation
+    /// and the membership from the database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org_id: Option<String>,
 }
 
 /// An access token whose signature, issuer, audience and times hold.
@@ -144,10 +149,22 @@ impl TokenService {
         self.ttl
     }
 
+    /// A token of a session that acts for no organisation.
     pub fn issue(
         &self,
         user_id: Uuid,
         session_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<IssuedToken> {
+        self.issue_for(user_id, session_id, None, now)
+    }
+
+    /// A token of a session, with `org_id` when it acts for an organisation.
+    pub fn issue_for(
+        &self,
+        user_id: Uuid,
+        session_id: Uuid,
+        organization_id: Option<Uuid>,
         now: DateTime<Utc>,
     ) -> Result<IssuedToken> {
         let ring = self.ring();
@@ -165,6 +182,7 @@ impl TokenService {
             nbf: now.timestamp(),
             exp: expires_at.timestamp(),
             jti: Uuid::new_v4().to_string(),
+            org_id: organization_id.map(|id| id.to_string()),
         };
         let token = jsonwebtoken::encode(&header, &claims, &ring.signer).context("signing")?;
         Ok(IssuedToken { token, expires_at })

@@ -1,4 +1,7 @@
+pub mod invitation;
 pub mod login_failure;
+pub mod membership;
+pub mod organization;
 pub mod refresh_token;
 pub mod session;
 pub mod signing_key;
