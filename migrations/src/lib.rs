@@ -7,6 +7,7 @@ mod m20261122_000002_login_failures;
 mod m20261128_000003_user_counts;
 mod m20261201_000004_lockout_streaks;
 mod m20261201_000005_signing_key_retire_after;
+mod m20261201_000007_email;
 
 pub struct Migrator;
 
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000003_user_counts::Migration),
             Box::new(m20261201_000004_lockout_streaks::Migration),
             Box::new(m20261201_000005_signing_key_retire_after::Migration),
+            Box::new(m20261201_000007_email::Migration),
         ]
     }
 }

@@ -34,12 +34,14 @@ use crate::{
     domain::{
         accounts::{self, AccountSettings, Accounts},
         clock::Clock,
+        email::sender::{Deliver, MailSender},
         password::{Hasher, PasswordPolicy},
         tokens::{self, TokenService},
     },
     grpc::{auth::AuthApi, bearer::BearerCheck, observe::ObserveLayer, user_admin::UserAdminApi},
     http,
     limits::{self, ConnectionLimits, in_flight::InFlightLayer},
+    mail::Mailer,
     metrics::Metrics,
     proto::{
         FILE_DESCRIPTOR_SET,
@@ -50,7 +52,8 @@ use crate::{
 };
 
 use background::{
-    close_database, finish_background, prune_periodically, reload_keys_periodically, watch_database,
+    close_database, finish_background, prune_periodically, reload_keys_periodically,
+    send_mail_periodically, watch_database,
 };
 use cors::cors_layer;
 use tls::tls_config;
@@ -114,6 +117,16 @@ pub fn hashing_concurrency() -> usize {
 
 impl Application {
     pub async fn build(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        // Checked before the database is touched, as the command line does.
+        if config.mail.require_verified_email && config.mail.smtp.is_none() {
+            anyhow::bail!("WARDEN_REQUIRE_VERIFIED_EMAIL needs WARDEN_SMTP_URL");
+        }
+        let mailer = match &config.mail.smtp {
+            Some(smtp) => Some(Arc::new(
+                Mailer::new(smtp, config.mail.from.clone()).context("mail relay")?,
+            )),
+            None => None,
+        };
         let db = open_database(&config.database_url, config.database_timeout).await?;
         let keys =
             tokens::load_or_create_keys(&db, clock.now(), config.key_encryption_key.as_ref())
@@ -144,6 +157,7 @@ impl Application {
             failure_limit: config.login_failure_limit,
             lockout: config.login_lockout,
             first_user_admin: config.first_user_admin,
+            email: config.mail.email_settings(),
         };
         warn_if_first_registration_takes_over(&config, &db).await?;
         let accounts = Accounts::new(db.clone(), hasher, tokens.clone(), settings)?;
@@ -158,15 +172,22 @@ impl Application {
             .await
             .with_context(|| format!("cannot listen on {}", config.http_listen))?;
         let state = Arc::new(AppState {
-            db,
+            db: db.clone(),
             accounts,
             tokens,
-            clock,
+            clock: clock.clone(),
             trusted_proxies: config.trusted_proxies,
             ready: AtomicBool::new(false),
             database_trouble: Arc::new(Notify::new()),
             database_timeout: config.database_timeout,
             metrics: Arc::new(Metrics::new().context("metrics")?),
+            mail: mailer.map(|mailer| {
+                Arc::new(MailSender::new(
+                    db.clone(),
+                    mailer as Arc<dyn Deliver>,
+                    clock.clone(),
+                ))
+            }),
         });
         Ok(Self {
             cors: cors_layer(&config.cors_origins)?,
@@ -230,7 +251,7 @@ impl Application {
             .await;
 
         let (stop_tx, stop_rx) = watch::channel(false);
-        let background = [
+        let mut background = vec![
             tokio::spawn(watch_database(
                 state.clone(),
                 reporter.clone(),
@@ -239,6 +260,13 @@ impl Application {
             tokio::spawn(prune_periodically(state.clone(), stop_rx.clone())),
             tokio::spawn(reload_keys_periodically(state.clone(), stop_rx.clone())),
         ];
+        if let Some(sender) = state.mail.clone() {
+            background.push(tokio::spawn(send_mail_periodically(
+                state.clone(),
+                sender,
+                stop_rx.clone(),
+            )));
+        }
         tokio::spawn({
             let state = state.clone();
             let stop_tx = stop_tx.clone();

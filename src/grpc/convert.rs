@@ -5,7 +5,7 @@ use prost_types::Timestamp;
 
 use crate::{
     domain::error::Error,
-    domain::types::{Session, TokenPair, User, UserStatus},
+    domain::types::{EmailTokenPurpose, Session, TokenPair, User, UserStatus},
     proto::v1 as pb,
 };
 use secrecy::ExposeSecret;
@@ -66,6 +66,8 @@ impl From<User> for pb::User {
             updated_at: Some(timestamp(u.updated_at)),
             approved_at: u.approved_at.map(timestamp),
             approved_by: u.approved_by.map(|id| id.to_string()).unwrap_or_default(),
+            email_verified: u.email_verified,
+            email_verified_at: u.email_verified_at.map(timestamp),
         }
     }
 }
@@ -98,6 +100,16 @@ pub fn session(s: Session, current: uuid::Uuid) -> pb::Session {
         last_used_at: Some(timestamp(s.last_used_at)),
         expires_at: Some(timestamp(s.expires_at)),
         revoked_at: s.revoked_at.map(timestamp),
+    }
+}
+
+/// The purpose of an IssueEmailToken; `None` for UNSPECIFIED or a number
+/// the contract does not know (the domain names the field).
+pub fn email_token_purpose(value: i32) -> Option<EmailTokenPurpose> {
+    match pb::EmailTokenPurpose::try_from(value) {
+        Ok(pb::EmailTokenPurpose::VerifyEmail) => Some(EmailTokenPurpose::VerifyEmail),
+        Ok(pb::EmailTokenPurpose::ResetPassword) => Some(EmailTokenPurpose::ResetPassword),
+        _ => None,
     }
 }
 

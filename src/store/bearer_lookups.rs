@@ -36,6 +36,8 @@ struct Row {
     pub updated_at: DateTimeUtc,
     pub approved_at: Option<DateTimeUtc>,
     pub approved_by: Option<Uuid>,
+    pub email_verified: bool,
+    pub email_verified_at: Option<DateTimeUtc>,
 }
 
 impl From<Row> for SessionCheck {
@@ -54,6 +56,8 @@ impl From<Row> for SessionCheck {
                 updated_at: row.updated_at,
                 approved_at: row.approved_at,
                 approved_by: row.approved_by,
+                email_verified: row.email_verified,
+                email_verified_at: row.email_verified_at,
             },
         }
     }
@@ -209,6 +213,8 @@ async fn read(
         .column(user::Column::UpdatedAt)
         .column(user::Column::ApprovedAt)
         .column(user::Column::ApprovedBy)
+        .column(user::Column::EmailVerified)
+        .column(user::Column::EmailVerifiedAt)
         .join(JoinType::InnerJoin, session::Relation::User.def())
         .filter(session::Column::Id.is_in(ids))
         .into_model::<Row>()

@@ -9,13 +9,15 @@ use uuid::Uuid;
 use super::{
     Accounts,
     admin::{NewUser, parse_profile},
+    email::write_token,
 };
 use crate::{
     domain::{
+        email::EmailSettings,
         error::{Error, Result},
         password::{Hasher, PasswordPolicy},
         rules::accounts::{Creation, new_account_role},
-        types::{Account, Admin, PasswordHash, User},
+        types::{Account, Admin, PasswordHash, User, UserStatus},
     },
     store::{self, Db, StoreError, users},
 };
@@ -32,6 +34,8 @@ struct Creator<'a> {
     hasher: &'a Hasher,
     policy: PasswordPolicy,
     first_user_admin: bool,
+    /// Mail is configured: a registration is sent a verification mail.
+    email: Option<&'a EmailSettings>,
 }
 
 impl Creator<'_> {
@@ -56,8 +60,32 @@ impl Creator<'_> {
         }
         let hash = PasswordHash(self.hasher.hash_queued(Some(place), &password).await?);
         let first_user_admin = self.first_user_admin;
+        let id = Uuid::now_v7();
+        // A registration with mail configured gets its verification mail in
+        // the transaction that creates the account.
+        let verification = match (creation, self.email) {
+            (Creation::Registration, Some(settings)) => {
+                let addressee = User {
+                    id,
+                    email: email.as_str().to_owned(),
+                    display_name: display_name.as_str().to_owned(),
+                    is_admin: false,
+                    status: UserStatus::Pending,
+                    created_at: now,
+                    updated_at: now,
+                    approved_at: None,
+                    approved_by: None,
+                    email_verified: false,
+                    email_verified_at: None,
+                };
+                Some(settings.verification_for(&addressee, now)?)
+            }
+            _ => None,
+        };
+        let verification = verification.map(|planned| (planned.token.record, planned.mail));
         let user = store::serializable(self.db, |txn| {
             let (email, display_name, hash) = (email.clone(), display_name.clone(), hash.clone());
+            let verification = verification.clone();
             Box::pin(async move {
                 let is_first = match creation {
                     Creation::Registration => !users::any(txn).await?,
@@ -66,7 +94,7 @@ impl Creator<'_> {
                 let role = new_account_role(creation, is_first, first_user_admin, now);
                 let account = Account {
                     user: User {
-                        id: Uuid::now_v7(),
+                        id,
                         email: email.into_string(),
                         display_name: display_name.into_string(),
                         is_admin: role.is_admin,
@@ -75,12 +103,18 @@ impl Creator<'_> {
                         updated_at: now,
                         approved_at: role.approved_at,
                         approved_by: role.approved_by,
+                        email_verified: role.email_verified_at.is_some(),
+                        email_verified_at: role.email_verified_at,
                     },
                     password_hash: hash,
                 };
-                users::insert(txn, &account)
+                let user = users::insert(txn, &account)
                     .await
-                    .map_err(email_taken_if_unique)
+                    .map_err(email_taken_if_unique)?;
+                if let Some((record, mail)) = &verification {
+                    write_token(txn, record, Some(mail)).await?;
+                }
+                Ok::<_, Error>(user)
             })
         })
         .await?;
@@ -96,15 +130,22 @@ impl Accounts {
             hasher: &self.hasher,
             policy: self.policy,
             first_user_admin: self.first_user_admin,
+            email: self.email.mail_enabled.then_some(&self.email),
         }
     }
 
-    /// Register: anyone may; the first account may become an admin.
+    /// Register: anyone may; the first account may become an admin. With
+    /// mail configured, a verification mail goes to the address.
     #[tracing::instrument(skip_all)]
     pub async fn register(&self, account: NewAccount, now: DateTime<Utc>) -> Result<User> {
-        self.creator()
+        let user = self
+            .creator()
             .create(account, Creation::Registration, now)
-            .await
+            .await?;
+        if self.email.mail_enabled {
+            self.mail_queued.notify_one();
+        }
+        Ok(user)
     }
 
     /// CreateUser: approved, by the calling admin.
@@ -141,6 +182,7 @@ pub async fn create_admin(
         hasher,
         policy,
         first_user_admin: false,
+        email: None,
     };
     creator.create(account, Creation::Bootstrap, now).await
 }

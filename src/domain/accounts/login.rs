@@ -88,6 +88,9 @@ impl Accounts {
             UserStatus::Pending => return Err(Error::AccountPending),
             UserStatus::Disabled => return Err(Error::AccountDisabled),
         }
+        if self.email.require_verified && !account.user.email_verified {
+            return Err(Error::EmailNotVerified);
+        }
 
         let refresh = RefreshToken::generate()?;
         let expires_at = session_expiry(now, now, self.refresh_ttl, self.session_max_lifetime);

@@ -9,9 +9,12 @@
 //! - `profile`: what users change about themselves.
 //! - `admin`: what admins do; every operation takes an `Admin`.
 //! - `lockout`: the failure counts behind the lockout rules.
+//! - `email`: verification, password reset by mail, one-time tokens for
+//!   backends, and the mails other operations queue.
 
 mod admin;
 mod create;
+mod email;
 mod lockout;
 mod login;
 mod profile;
@@ -21,6 +24,7 @@ use std::{sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use chrono::TimeDelta;
+use tokio::sync::Notify;
 
 pub use admin::{
     DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, NewUser, UserPage, UserQuery, UserUpdateRequest,
@@ -31,6 +35,7 @@ pub use profile::ProfileChange;
 pub use sessions::RETENTION;
 
 use super::{
+    email::EmailSettings,
     error::Result,
     password::{Hasher, PasswordPolicy},
     rules::lockout::LockoutPolicy,
@@ -39,7 +44,7 @@ use super::{
 use crate::store::{Db, bearer_lookups::BearerLookups};
 
 /// The rules accounts live by, from the configuration.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct AccountSettings {
     pub policy: PasswordPolicy,
     pub refresh_ttl: Duration,
@@ -49,6 +54,7 @@ pub struct AccountSettings {
     pub lockout: Duration,
     /// `WARDEN_FIRST_USER_ADMIN`.
     pub first_user_admin: bool,
+    pub email: EmailSettings,
 }
 
 pub struct Accounts {
@@ -61,6 +67,10 @@ pub struct Accounts {
     session_max_lifetime: TimeDelta,
     lockout: LockoutPolicy,
     first_user_admin: bool,
+    email: EmailSettings,
+    /// Woken when a transaction that queued mail has committed, so that
+    /// this replica's sender does not wait for its next poll.
+    mail_queued: Arc<Notify>,
 }
 
 impl Accounts {
@@ -86,10 +96,21 @@ impl Accounts {
                 first_lockout: delta(settings.lockout, "lockout duration")?,
             },
             first_user_admin: settings.first_user_admin,
+            email: settings.email,
+            mail_queued: Arc::new(Notify::new()),
         })
     }
 
     pub fn hasher(&self) -> &Hasher {
         &self.hasher
+    }
+
+    /// What the mail sender waits on between polls.
+    pub fn mail_queued(&self) -> Arc<Notify> {
+        self.mail_queued.clone()
+    }
+
+    pub fn email_settings(&self) -> &EmailSettings {
+        &self.email
     }
 }

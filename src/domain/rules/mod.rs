@@ -4,5 +4,6 @@
 //! each rule and break when it does.
 
 pub mod accounts;
+pub mod email;
 pub mod lockout;
 pub mod sessions;

@@ -1,4 +1,6 @@
+pub mod email_token;
 pub mod login_failure;
+pub mod mail_outbox;
 pub mod refresh_token;
 pub mod session;
 pub mod signing_key;
