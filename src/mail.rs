@@ -9,7 +9,7 @@ use std::{path::Path, str::FromStr as _, time::Duration};
 
 use lettre::{
     Address, AsyncSmtpTransport, AsyncTransport as _, Message, Tokio1Executor,
-    message::{Body, Mailbox, header::ContentTransferEncoding, header::ContentType},
+    message::{Body, Mailbox, header::ContentType},
     transport::smtp::client::{Certificate, Tls, TlsParameters},
 };
 use secrecy::{ExposeSecret as _, SecretString};
@@ -121,8 +121,8 @@ impl Mailer {
     }
 }
 
-/// The message of an outbox row: plain text (7bit: the bodies are short
-/// ASCII lines, so a token is never cut by an encoding's line break), a
+/// The message of an outbox row: plain text (lettre picks 7bit for short
+/// ASCII lines, quoted-printable when a long link needs it), a
 /// `Date`, a `Message-ID` that stays the same across attempts (a receiver
 /// can drop a copy), and headers that lettre encodes: a UTF-8 subject as an
 /// RFC 2047 word, a display name quoted and encoded, so no text of a user's
@@ -139,8 +139,7 @@ pub fn message(from: &Mailbox, mail: &OutgoingMail) -> Result<Message, String> {
         .collect();
     let name = Some(name.trim().to_owned()).filter(|n| !n.is_empty());
     let domain = from.email.domain().to_owned();
-    let body = Body::new_with_encoding(mail.body.clone(), ContentTransferEncoding::SevenBit)
-        .unwrap_or_else(|_| Body::new(mail.body.clone()));
+    let body = Body::new(mail.body.clone());
     Message::builder()
         .from(from.clone())
         .to(Mailbox::new(name, address))

@@ -1,5 +1,6 @@
-//! The texts of warden's mails: plain text, short ASCII lines (so that they
-//! travel as 7bit and a token is never cut by a line break), no HTML.
+//! The texts of warden's mails: plain text, short ASCII lines (they travel
+//! as 7bit; only a long link makes the body quoted-printable, which every
+//! mail reader decodes), no HTML.
 
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret as _, SecretString};
@@ -51,13 +52,15 @@ impl EmailSettings {
     ) -> OutgoingMail {
         let follow = link(self.links.verify_email.as_deref(), token.expose_secret());
         let body = format!(
-            "Please confirm that {email} is your address.\r\n\
+            "Please confirm that this is your address:\r\n\
+             {email}\r\n\
              \r\n\
              {how}\r\n\
              \r\n\
              {follow}\r\n\
              \r\n\
-             It works once, for {ttl}. If you did not ask for this, ignore this mail.\r\n",
+             It works once, for {ttl}.\r\n\
+             If you did not ask for this, ignore this mail.\r\n",
             email = to.email,
             how = if self.links.verify_email.is_some() {
                 "Open this link to verify it:"
@@ -78,7 +81,9 @@ impl EmailSettings {
         now: DateTime<Utc>,
     ) -> OutgoingMail {
         let body = format!(
-            "The email address of your account was changed from {old} to {new_email}.\r\n\
+            "The email address of your account {old}\r\n\
+             was changed to:\r\n\
+             {new_email}\r\n\
              \r\n\
              If you did not do this, contact your administrator at once.\r\n",
             old = old.email,
@@ -101,14 +106,16 @@ impl EmailSettings {
     ) -> OutgoingMail {
         let follow = link(self.links.reset_password.as_deref(), token.expose_secret());
         let body = format!(
-            "Someone asked to reset the password of the account {email}.\r\n\
+            "Someone asked to reset the password of the account\r\n\
+             {email}\r\n\
              \r\n\
              {how}\r\n\
              \r\n\
              {follow}\r\n\
              \r\n\
-             It works once, for {ttl}, and signs out every session of the account.\r\n\
-             If you did not ask for this, ignore this mail: your password stays as it is.\r\n",
+             It works once, for {ttl}, and signs out every session.\r\n\
+             If you did not ask for this, ignore this mail:\r\n\
+             your password stays as it is.\r\n",
             email = to.email,
             how = if self.links.reset_password.is_some() {
                 "Open this link to choose a new password:"
@@ -131,7 +138,8 @@ impl EmailSettings {
         let body = format!(
             "The password of the account {email} was changed.\r\n\
              \r\n\
-             If you did not do this, reset your password or contact your administrator at once.\r\n",
+             If you did not do this, reset your password\r\n\
+             or contact your administrator at once.\r\n",
             email = to.email,
         );
         mail(
@@ -161,7 +169,8 @@ impl EmailSettings {
              \r\n\
              {follow}\r\n\
              \r\n\
-             It works once, for {ttl}, for the account with the address {email}.\r\n",
+             It works once, for {ttl}, for the account of\r\n\
+             {email}\r\n",
             email = to.email,
             how = if self.links.invitation.is_some() {
                 "Open this link to accept:"
