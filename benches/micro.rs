@@ -213,6 +213,8 @@ fn domain(c: &mut Criterion) {
         updated_at: now,
         approved_at: Some(now),
         approved_by: Some(Uuid::now_v7()),
+        email_verified: true,
+        email_verified_at: Some(now),
     };
     group.bench_function("user_to_proto", |b| {
         b.iter_batched(|| user.clone(), pb::User::from, BatchSize::SmallInput)

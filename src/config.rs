@@ -23,7 +23,16 @@ use ipnet::IpNet;
 
 use zeroize::Zeroizing;
 
-use crate::domain::{key_encryption::KeyEncryptionKey, password::HashingCost};
+use lettre::message::Mailbox;
+
+use crate::{
+    domain::{
+        email::{EmailSettings, LinkTemplates},
+        key_encryption::KeyEncryptionKey,
+        password::HashingCost,
+    },
+    mail::{SmtpSettings, parse_from},
+};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
 pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:9090";
@@ -428,6 +437,129 @@ pub struct ServeArgs {
     /// credentials. Unset: no CORS.
     #[arg(long, env = "WARDEN_CORS_ORIGINS", value_delimiter = ',', value_parser = parse_origin)]
     pub cors_origins: Vec<String>,
+    #[command(flatten)]
+    pub mail: MailArgs,
+}
+
+// Email (API.md, "Email: verification, password reset, invitations").
+
+/// Mail: the relay, the sender, the links, the tokens' lifetimes.
+#[derive(Debug, Clone, Args)]
+pub struct MailArgs {
+    /// The SMTP relay, in lettre's URL form: `smtp://[user:pass@]host[:port]`
+    /// (`?tls=required` for STARTTLS, `?tls=opportunistic`), `smtps://…` for
+    /// implicit TLS. Unset: warden sends no mail. Taken as text and checked
+    /// at start, so that an error never quotes it (it may hold a password).
+    #[arg(long, env = "WARDEN_SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<String>,
+    /// A PEM bundle of CA certificates to trust for the relay's TLS, besides
+    /// the public roots (a relay with a private CA).
+    #[arg(long, env = "WARDEN_SMTP_CA_FILE")]
+    pub smtp_ca_file: Option<PathBuf>,
+    /// The sender address, with or without a display name.
+    #[arg(long, env = "WARDEN_MAIL_FROM", default_value = "warden@localhost")]
+    pub mail_from: String,
+    /// Link template of the verification mail; `{token}` is replaced.
+    /// Unset: the mail carries the bare token.
+    #[arg(long, env = "WARDEN_VERIFY_EMAIL_URL", value_parser = parse_link_template)]
+    pub verify_email_url: Option<String>,
+    /// Link template of the password reset mail; `{token}` is replaced.
+    #[arg(long, env = "WARDEN_RESET_PASSWORD_URL", value_parser = parse_link_template)]
+    pub reset_password_url: Option<String>,
+    /// Link template of the invitation mail; `{token}` is replaced.
+    #[arg(long, env = "WARDEN_INVITATION_URL", value_parser = parse_link_template)]
+    pub invitation_url: Option<String>,
+    /// How long a verification token works; at least 1s.
+    #[arg(long, env = "WARDEN_EMAIL_VERIFICATION_TTL", default_value = "24h", value_parser = parse_duration_setting)]
+    pub email_verification_ttl: Duration,
+    /// How long a password reset token works; at least 1s.
+    #[arg(long, env = "WARDEN_PASSWORD_RESET_TTL", default_value = "1h", value_parser = parse_duration_setting)]
+    pub password_reset_ttl: Duration,
+    /// At most one mail of each kind (verification, reset) per account per
+    /// this time; at least 1s.
+    #[arg(long, env = "WARDEN_MAIL_COOLDOWN", default_value = "60s", value_parser = parse_duration_setting)]
+    pub mail_cooldown: Duration,
+    /// `true`: Login of an account whose email is not verified fails with
+    /// EMAIL_NOT_VERIFIED. Needs --smtp-url.
+    #[arg(long, env = "WARDEN_REQUIRE_VERIFIED_EMAIL", default_value_t = false,
+          action = clap::ArgAction::Set, value_parser = value_parser!(bool))]
+    pub require_verified_email: bool,
+}
+
+/// Mail settings, checked.
+#[derive(Debug, Clone)]
+pub struct MailConfig {
+    /// `None`: no mail.
+    pub smtp: Option<SmtpSettings>,
+    pub from: Mailbox,
+    pub links: LinkTemplates,
+    pub email_verification_ttl: Duration,
+    pub password_reset_ttl: Duration,
+    pub cooldown: Duration,
+    pub require_verified_email: bool,
+}
+
+impl MailArgs {
+    fn into_config(self) -> Result<MailConfig, String> {
+        let smtp = match &self.smtp_url {
+            Some(url) if !url.trim().is_empty() => Some(SmtpSettings::parse(
+                url.trim(),
+                self.smtp_ca_file.as_deref(),
+            )?),
+            _ => None,
+        };
+        if smtp.is_none() && self.smtp_ca_file.is_some() {
+            return Err(
+                "--smtp-ca-file (WARDEN_SMTP_CA_FILE) needs --smtp-url (WARDEN_SMTP_URL)".into(),
+            );
+        }
+        if self.require_verified_email && smtp.is_none() {
+            return Err(
+                "--require-verified-email (WARDEN_REQUIRE_VERIFIED_EMAIL) needs --smtp-url \
+                 (WARDEN_SMTP_URL): without mail nobody could verify an address"
+                    .into(),
+            );
+        }
+        Ok(MailConfig {
+            smtp,
+            from: parse_from(&self.mail_from)?,
+            links: LinkTemplates {
+                verify_email: self.verify_email_url,
+                reset_password: self.reset_password_url,
+                invitation: self.invitation_url,
+            },
+            email_verification_ttl: self.email_verification_ttl,
+            password_reset_ttl: self.password_reset_ttl,
+            cooldown: self.mail_cooldown,
+            require_verified_email: self.require_verified_email,
+        })
+    }
+}
+
+impl MailConfig {
+    /// What the domain's mail flows need of it.
+    pub fn email_settings(&self) -> EmailSettings {
+        EmailSettings {
+            mail_enabled: self.smtp.is_some(),
+            links: self.links.clone(),
+            verification_ttl: self.email_verification_ttl,
+            reset_ttl: self.password_reset_ttl,
+            cooldown: self.cooldown,
+            require_verified: self.require_verified_email,
+        }
+    }
+}
+
+/// A link template: an http(s) URL with `{token}` in it.
+fn parse_link_template(s: &str) -> Result<String, String> {
+    if !s.contains("{token}") {
+        return Err("must contain {token}".into());
+    }
+    let sample = s.replace("{token}", "token");
+    match url::Url::parse(&sample) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") => Ok(s.to_owned()),
+        _ => Err("must be an http:// or https:// URL".into()),
+    }
 }
 
 impl ServeArgs {
@@ -468,6 +600,7 @@ impl ServeArgs {
             trusted_proxies: self.trusted_proxies,
             // Organizations.
             invitation_ttl: self.invitation_ttl,
+            mail: self.mail.into_config()?,
         })
     }
 }
@@ -550,6 +683,7 @@ pub struct Config {
     pub trusted_proxies: Vec<IpNet>,
     // Organizations.
     pub invitation_ttl: Duration,
+    pub mail: MailConfig,
 }
 
 impl Default for Config {
@@ -764,6 +898,81 @@ mod tests {
             ),
             (Duration::from_secs(5), 1024, 256)
         );
+        let mail = &c.mail;
+        assert!(mail.smtp.is_none() && !mail.require_verified_email);
+        assert_eq!(mail.from.to_string(), "warden@localhost");
+        assert_eq!(mail.links, LinkTemplates::default());
+        assert_eq!(
+            (
+                mail.email_verification_ttl,
+                mail.password_reset_ttl,
+                mail.cooldown
+            ),
+            (
+                Duration::from_secs(24 * 3600),
+                Duration::from_secs(3600),
+                Duration::from_secs(60)
+            )
+        );
+    }
+
+    #[test]
+    fn requiring_verified_email_needs_a_relay() {
+        assert_refused(
+            &["--require-verified-email", "true"],
+            "WARDEN_REQUIRE_VERIFIED_EMAIL",
+        );
+        let config = serve_config(&[
+            "--require-verified-email",
+            "true",
+            "--smtp-url",
+            "smtp://127.0.0.1:2525",
+        ])
+        .unwrap();
+        assert!(config.mail.require_verified_email && config.mail.smtp.is_some());
+        assert!(config.mail.email_settings().mail_enabled);
+    }
+
+    #[test]
+    fn mail_settings_are_checked_at_start_naming_them() {
+        assert_refused(
+            &["--smtp-url", "http://relay.example.com"],
+            "WARDEN_SMTP_URL",
+        );
+        assert_refused(&["--mail-from", "nobody"], "WARDEN_MAIL_FROM");
+        assert_refused(
+            &["--smtp-ca-file", "/nonexistent/ca.pem"],
+            "WARDEN_SMTP_CA_FILE",
+        );
+        for (flag, var) in [
+            ("--verify-email-url", "verify-email-url"),
+            ("--reset-password-url", "reset-password-url"),
+            ("--invitation-url", "invitation-url"),
+        ] {
+            assert_refused(&[flag, "https://app.example.com/verify"], var);
+            assert_refused(&[flag, "javascript:{token}"], var);
+        }
+        for (flag, var) in [
+            ("--email-verification-ttl", "email-verification-ttl"),
+            ("--password-reset-ttl", "password-reset-ttl"),
+            ("--mail-cooldown", "mail-cooldown"),
+        ] {
+            assert_refused(&[flag, "500ms"], var);
+        }
+        let config = serve_config(&[
+            "--verify-email-url",
+            "https://app.example.com/verify?token={token}",
+            "--mail-from",
+            "Warden <noreply@example.com>",
+            "--mail-cooldown",
+            "2s",
+        ])
+        .unwrap();
+        assert_eq!(
+            config.mail.links.verify_email.as_deref(),
+            Some("https://app.example.com/verify?token={token}")
+        );
+        assert_eq!(config.mail.cooldown, Duration::from_secs(2));
     }
 
     #[test]

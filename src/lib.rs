@@ -16,6 +16,7 @@ pub mod domain;
 pub mod grpc;
 pub mod http;
 pub mod limits;
+pub mod mail;
 pub mod metrics;
 pub mod proto;
 pub mod state;

@@ -7,12 +7,15 @@ use std::{
 };
 
 use prometheus::{
-    Encoder as _, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Encoder as _, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
 use prost::Message as _;
 
-use crate::proto::FILE_DESCRIPTOR_SET;
+use crate::{
+    domain::{email::sender::Round, types::MailKind},
+    proto::FILE_DESCRIPTOR_SET,
+};
 
 /// The label for a path that names no RPC of ours: random paths must not
 /// make new time series.
@@ -28,12 +31,57 @@ pub struct Metrics {
     pub hashing_running: IntGauge,
     pub db_connections: IntGaugeVec,
     pub active_sessions: IntGauge,
+    mail: MailMetrics,
     /// When active sessions were last counted: the count is a database
     /// query, done at most every `SESSION_COUNT_TTL`.
     sessions_counted: Mutex<Option<Instant>>,
 }
 
 const SESSION_COUNT_TTL: Duration = Duration::from_secs(15);
+
+/// The outbox's sender: deliveries by kind and outcome, and the backlog.
+struct MailMetrics {
+    sent: IntCounterVec,
+    retried: IntCounterVec,
+    failed: IntCounterVec,
+    queued: IntGauge,
+    oldest_age: Gauge,
+}
+
+impl MailMetrics {
+    fn new() -> prometheus::Result<Self> {
+        let by_kind = |name: &str, help: &str| {
+            let counter = IntCounterVec::new(Opts::new(name, help), &["kind"])?;
+            // Every kind from the start, so that a rate has a zero to start from.
+            for kind in MailKind::ALL {
+                counter.with_label_values(&[kind.as_str()]);
+            }
+            Ok::<_, prometheus::Error>(counter)
+        };
+        Ok(Self {
+            sent: by_kind(
+                "warden_mail_sent_total",
+                "Mails the relay accepted, by kind",
+            )?,
+            retried: by_kind(
+                "warden_mail_retried_total",
+                "Failed delivery attempts that will be retried, by kind",
+            )?,
+            failed: by_kind(
+                "warden_mail_failed_total",
+                "Mails given up after failing for 24 h, by kind",
+            )?,
+            queued: IntGauge::new(
+                "warden_mail_queued",
+                "Mails in the outbox waiting for delivery (every replica's)",
+            )?,
+            oldest_age: Gauge::new(
+                "warden_mail_oldest_queued_age_seconds",
+                "How long the oldest mail in the outbox has waited",
+            )?,
+        })
+    }
+}
 
 /// Every `/package.Service/Method` this server answers.
 fn known_methods() -> HashSet<String> {
@@ -107,8 +155,14 @@ impl Metrics {
             "warden_active_sessions",
             "Sessions neither revoked nor expired",
         )?;
+        let mail = MailMetrics::new()?;
         for collector in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(mail.sent.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(mail.retried.clone()),
+            Box::new(mail.failed.clone()),
+            Box::new(mail.queued.clone()),
+            Box::new(mail.oldest_age.clone()),
+            Box::new(requests.clone()),
             Box::new(latency.clone()),
             Box::new(logins.clone()),
             Box::new(hashing_waiting.clone()),
@@ -132,8 +186,31 @@ impl Metrics {
             hashing_running,
             db_connections,
             active_sessions,
+            mail,
             sessions_counted: Mutex::new(None),
         })
+    }
+
+    /// What a round of the mail sender did.
+    pub fn observe_mail_round(&self, round: &Round) {
+        for (counter, kinds) in [
+            (&self.mail.sent, &round.sent),
+            (&self.mail.retried, &round.retried),
+            (&self.mail.failed, &round.failed),
+        ] {
+            for kind in kinds {
+                counter.with_label_values(&[kind.as_str()]).inc();
+            }
+        }
+    }
+
+    /// How much the outbox holds (all replicas' mail), and how long the
+    /// oldest mail has waited.
+    pub fn observe_mail_backlog(&self, queued: u64, oldest_age: Duration) {
+        self.mail
+            .queued
+            .set(i64::try_from(queued).unwrap_or(i64::MAX));
+        self.mail.oldest_age.set(oldest_age.as_secs_f64());
     }
 
     /// The label for a request path.
@@ -246,5 +323,27 @@ mod tests {
         assert!(text.contains(r#"warden_logins_total{outcome="invalid_credentials"} 1"#));
         assert!(text.contains("warden_grpc_request_duration_seconds_bucket"));
         assert!(text.contains("process_resident_memory_bytes"));
+    }
+
+    #[test]
+    fn mail_deliveries_are_counted_by_kind_and_the_backlog_is_a_gauge() {
+        let metrics = Metrics::new().unwrap();
+        metrics.observe_mail_round(&Round {
+            sent: vec![MailKind::VerifyEmail, MailKind::VerifyEmail],
+            retried: vec![MailKind::ResetPassword],
+            failed: vec![MailKind::PasswordChanged],
+        });
+        metrics.observe_mail_backlog(3, Duration::from_secs(90));
+        let text = metrics.render();
+        for line in [
+            r#"warden_mail_sent_total{kind="verify_email"} 2"#,
+            r#"warden_mail_sent_total{kind="invitation"} 0"#,
+            r#"warden_mail_retried_total{kind="reset_password"} 1"#,
+            r#"warden_mail_failed_total{kind="password_changed"} 1"#,
+            "warden_mail_queued 3",
+            "warden_mail_oldest_queued_age_seconds 90",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
     }
 }

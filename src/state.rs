@@ -9,7 +9,7 @@ use ipnet::IpNet;
 use tokio::sync::Notify;
 
 use crate::{
-    domain::{accounts::Accounts, clock::Clock, tokens::TokenService},
+    domain::{accounts::Accounts, clock::Clock, email::sender::MailSender, tokens::TokenService},
     metrics::Metrics,
     store::Db,
 };
@@ -29,4 +29,6 @@ pub struct AppState {
     /// `WARDEN_DATABASE_TIMEOUT`: also the longest a health probe waits.
     pub database_timeout: Duration,
     pub metrics: Arc<Metrics>,
+    /// The outbox's sender; `None` without `WARDEN_SMTP_URL`.
+    pub mail: Option<Arc<MailSender>>,
 }

@@ -230,6 +230,8 @@ async fn insert_users(
                     updated_at: created,
                     approved_at: Some(created),
                     approved_by,
+                    email_verified: true,
+                    email_verified_at: Some(created),
                 }
                 .into_active_model()
             });

@@ -8,6 +8,7 @@ mod m20261128_000003_user_counts;
 mod m20261201_000004_lockout_streaks;
 mod m20261201_000005_signing_key_retire_after;
 mod m20261201_000006_organizations;
+mod m20261201_000007_email;
 
 pub struct Migrator;
 
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000004_lockout_streaks::Migration),
             Box::new(m20261201_000005_signing_key_retire_after::Migration),
             Box::new(m20261201_000006_organizations::Migration),
+            Box::new(m20261201_000007_email::Migration),
         ]
     }
 }

@@ -12,6 +12,7 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 
 use super::set_health;
 use crate::{
+    domain::email::sender::MailSender,
     state::AppState,
     store::{self, Db},
 };
@@ -144,6 +145,11 @@ pub(super) async fn prune_periodically(state: Arc<AppState>, mut stop: watch::Re
                 Ok((sessions, tokens)) => tracing::info!(sessions, tokens, "pruned ended sessions"),
                 Err(e) => tracing::warn!(error = %e, "pruning sessions failed"),
             }
+            match state.accounts.prune_email_tokens(now).await {
+                Ok(0) => {}
+                Ok(tokens) => tracing::info!(tokens, "pruned expired email tokens"),
+                Err(e) => tracing::warn!(error = %e, "pruning email tokens failed"),
+            }
             sessions_due += PRUNE_INTERVAL;
         }
         match state.accounts.prune_login_failures(now).await {
@@ -153,6 +159,53 @@ pub(super) async fn prune_periodically(state: Arc<AppState>, mut stop: watch::Re
         }
         tokio::select! {
             _ = tokio::time::sleep(FAILURE_PRUNE_INTERVAL) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// How often the sender looks for due mail when nothing woke it: the bound
+/// on how late a retry, or a mail queued on another replica, goes out.
+const MAIL_POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Drains the outbox: every replica runs this; the claims make each mail go
+/// out once. Woken at once when this replica queued mail.
+pub(super) async fn send_mail_periodically(
+    state: Arc<AppState>,
+    sender: Arc<MailSender>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let queued = state.accounts.mail_queued();
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let busy = match sender.round().await {
+            Ok(round) => {
+                state.metrics.observe_mail_round(&round);
+                !round.is_empty()
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "sending mail failed");
+                false
+            }
+        };
+        match sender.backlog().await {
+            Ok(backlog) => {
+                let age = backlog
+                    .oldest
+                    .and_then(|t| (state.clock.now() - t).to_std().ok())
+                    .unwrap_or_default();
+                state.metrics.observe_mail_backlog(backlog.queued, age);
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot measure the outbox"),
+        }
+        if busy {
+            continue;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(MAIL_POLL_INTERVAL) => {}
+            _ = queued.notified() => {}
             _ = stop.changed() => return,
         }
     }

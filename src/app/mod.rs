@@ -36,6 +36,7 @@ use crate::{
     domain::{
         accounts::{self, AccountSettings, Accounts},
         clock::Clock,
+        email::sender::{Deliver, MailSender},
         password::{Hasher, PasswordPolicy},
         tokens::{self, TokenService},
     },
@@ -58,7 +59,8 @@ use crate::{
 };
 
 use background::{
-    close_database, finish_background, prune_periodically, reload_keys_periodically, watch_database,
+    close_database, finish_background, prune_periodically, reload_keys_periodically,
+    send_mail_periodically, watch_database,
 };
 pub use preflight::{Prepared, SettingError, preflight};
 
@@ -131,7 +133,7 @@ impl Application {
         prepared: Prepared,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
-        let Prepared { tls, cors } = prepared;
+        let Prepared { tls, cors, mailer } = prepared;
         let db = open_database(&config.database_url, config.database_timeout).await?;
         let keys =
             tokens::load_or_create_keys(&db, clock.now(), config.key_encryption_key.as_ref())
@@ -163,6 +165,7 @@ impl Application {
             lockout: config.login_lockout,
             first_user_admin: config.first_user_admin,
             invitation_ttl: config.invitation_ttl,
+            email: config.mail.email_settings(),
         };
         warn_if_first_registration_takes_over(&config, &db).await?;
         let accounts = Accounts::new(db.clone(), hasher, tokens.clone(), settings)?;
@@ -173,15 +176,22 @@ impl Application {
             .await
             .with_context(|| format!("cannot listen on {}", config.http_listen))?;
         let state = Arc::new(AppState {
-            db,
+            db: db.clone(),
             accounts,
             tokens,
-            clock,
+            clock: clock.clone(),
             trusted_proxies: config.trusted_proxies,
             ready: AtomicBool::new(false),
             database_trouble: Arc::new(Notify::new()),
             database_timeout: config.database_timeout,
             metrics: Arc::new(Metrics::new().context("metrics")?),
+            mail: mailer.map(|mailer| {
+                Arc::new(MailSender::new(
+                    db.clone(),
+                    mailer as Arc<dyn Deliver>,
+                    clock.clone(),
+                ))
+            }),
         });
         Ok(Self {
             cors,
@@ -245,7 +255,7 @@ impl Application {
             .await;
 
         let (stop_tx, stop_rx) = watch::channel(false);
-        let background = [
+        let mut background = vec![
             tokio::spawn(watch_database(
                 state.clone(),
                 reporter.clone(),
@@ -254,6 +264,13 @@ impl Application {
             tokio::spawn(prune_periodically(state.clone(), stop_rx.clone())),
             tokio::spawn(reload_keys_periodically(state.clone(), stop_rx.clone())),
         ];
+        if let Some(sender) = state.mail.clone() {
+            background.push(tokio::spawn(send_mail_periodically(
+                state.clone(),
+                sender,
+                stop_rx.clone(),
+            )));
+        }
         tokio::spawn({
             let state = state.clone();
             let stop_tx = stop_tx.clone();

@@ -106,6 +106,19 @@ pub enum Error {
     Conflict(#[source] StoreError),
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
+
+    // Email (API.md, "Email: verification, password reset, invitations").
+    /// Unknown, used, expired, killed by a newer one, or sent to an address
+    /// the account no longer has: one answer for all, so a token reveals
+    /// nothing about why it failed.
+    #[error("Invalid or expired email token")]
+    EmailTokenInvalid,
+    #[error("Email already verified")]
+    EmailAlreadyVerified,
+    #[error("Email not verified")]
+    EmailNotVerified,
+    #[error("Mail is not configured")]
+    MailNotConfigured,
 }
 
 impl Error {

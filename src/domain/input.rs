@@ -135,6 +135,24 @@ pub fn parse_id(field: &'static str, raw: &str) -> Result<Uuid, FieldViolation> 
     Uuid::try_parse(raw.trim()).map_err(|_| FieldViolation::new(field, "must be a UUID"))
 }
 
+/// The longest one-time token (email, invitation) a request may carry.
+pub const TOKEN_MAX_BYTES: usize = 256;
+
+/// A one-time token as a request carries it: non-empty, at most 256 bytes.
+pub fn one_time_token<'a>(field: &'static str, raw: &'a str) -> Result<&'a str, FieldViolation> {
+    let token = raw.trim();
+    if token.is_empty() {
+        return Err(FieldViolation::new(field, "must not be empty"));
+    }
+    if token.len() > TOKEN_MAX_BYTES {
+        return Err(FieldViolation::new(
+            field,
+            format!("must be at most {TOKEN_MAX_BYTES} bytes"),
+        ));
+    }
+    Ok(token)
+}
+
 /// What a client says about the device it logs in from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Device {
@@ -273,6 +291,18 @@ pub fn check_token(field: &'static str, raw: &str) -> Result<(), FieldViolation>
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn one_time_tokens_are_non_empty_and_at_most_256_bytes() {
+        assert_eq!(super::one_time_token("token", " abc ").unwrap(), "abc");
+        assert_eq!(
+            super::one_time_token("token", "").unwrap_err().field,
+            "token"
+        );
+        assert!(super::one_time_token("token", "   ").is_err());
+        assert!(super::one_time_token("token", &"a".repeat(256)).is_ok());
+        assert!(super::one_time_token("token", &"a".repeat(257)).is_err());
+    }
+
     use super::*;
 
     #[test]

@@ -10,6 +10,7 @@
 
 pub mod accounts;
 pub mod clock;
+pub mod email;
 pub mod error;
 pub mod input;
 pub mod key_encryption;

@@ -37,6 +37,9 @@ pub struct User {
     pub updated_at: DateTime<Utc>,
     pub approved_at: Option<DateTime<Utc>>,
     pub approved_by: Option<Uuid>,
+    /// The owner proved control of `email`, or an admin said so.
+    pub email_verified: bool,
+    pub email_verified_at: Option<DateTime<Utc>>,
 }
 
 impl User {
@@ -246,5 +249,92 @@ impl Invitation {
     /// Neither accepted, revoked (or replaced) nor expired at `now`.
     pub fn is_pending(&self, now: DateTime<Utc>) -> bool {
         self.accepted_at.is_none() && self.revoked_at.is_none() && self.expires_at > now
+    }
+}
+
+/// What a one-time email token is good for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EmailTokenPurpose {
+    /// VerifyEmail.
+    VerifyEmail,
+    /// ConfirmPasswordReset.
+    ResetPassword,
+}
+
+/// A one-time email token as stored: only its hash, with what it is bound
+/// to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmailTokenRecord {
+    pub token_hash: Vec<u8>,
+    pub purpose: EmailTokenPurpose,
+    pub user_id: Uuid,
+    /// The address it was sent (or, by IssueEmailToken, issued) for.
+    pub email: String,
+    /// Mailed by warden (the cooldown counts these), or handed to a backend.
+    pub mailed: bool,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    /// When it was used, or killed by a newer token or an address change.
+    pub used_at: Option<DateTime<Utc>>,
+}
+
+/// The kinds of mail warden sends (API.md, Email). `Invitation` is composed
+/// here for the organisations' CreateInvitation to queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MailKind {
+    VerifyEmail,
+    EmailChanged,
+    ResetPassword,
+    PasswordChanged,
+    Invitation,
+}
+
+impl MailKind {
+    pub const ALL: [Self; 5] = [
+        Self::VerifyEmail,
+        Self::EmailChanged,
+        Self::ResetPassword,
+        Self::PasswordChanged,
+        Self::Invitation,
+    ];
+
+    /// The name stored in the outbox, logged and used as a metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::VerifyEmail => "verify_email",
+            Self::EmailChanged => "email_changed",
+            Self::ResetPassword => "reset_password",
+            Self::PasswordChanged => "password_changed",
+            Self::Invitation => "invitation",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+}
+
+/// A mail in the outbox. Its body may hold a token: never in `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct OutgoingMail {
+    pub id: Uuid,
+    pub kind: MailKind,
+    pub to: String,
+    /// The recipient's display name, for the `To` header.
+    pub to_name: String,
+    pub subject: String,
+    pub body: String,
+    pub created_at: DateTime<Utc>,
+    /// Failed attempts so far.
+    pub attempts: u32,
+}
+
+impl std::fmt::Debug for OutgoingMail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutgoingMail")
+            .field("id", &self.id)
+            .field("kind", &self.kind)
+            .field("attempts", &self.attempts)
+            .finish_non_exhaustive()
     }
 }

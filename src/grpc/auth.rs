@@ -218,6 +218,7 @@ impl Auth for AuthApi {
                     is_admin: p.user.is_admin,
                     session_id: p.session_id.to_string(),
                     expires_at: Some(timestamp(p.token.expires_at)),
+                    email_verified: p.user.email_verified,
                     organization_id,
                     org_role: role,
                     roles,
@@ -231,6 +232,61 @@ impl Auth for AuthApi {
     async fn get_jwks(&self, _request: Request<pb::GetJwksRequest>) -> Reply<pb::GetJwksResponse> {
         Ok(Response::new(pb::GetJwksResponse {
             jwks_json: self.state.tokens.jwks_json(),
+        }))
+    }
+
+    async fn send_verification_email(
+        &self,
+        request: Request<pb::SendVerificationEmailRequest>,
+    ) -> Reply<pb::SendVerificationEmailResponse> {
+        let now = self.state.clock.now();
+        let caller = self.caller(&request, now).await?;
+        self.state
+            .accounts
+            .send_verification_email(&caller, now)
+            .await?;
+        Ok(Response::new(pb::SendVerificationEmailResponse {}))
+    }
+
+    async fn verify_email(
+        &self,
+        request: Request<pb::VerifyEmailRequest>,
+    ) -> Reply<pb::VerifyEmailResponse> {
+        let now = self.state.clock.now();
+        let token = SecretString::from(request.into_inner().token);
+        let user = self.state.accounts.verify_email(&token, now).await?;
+        Ok(Response::new(pb::VerifyEmailResponse {
+            user: Some(user.into()),
+        }))
+    }
+
+    async fn request_password_reset(
+        &self,
+        request: Request<pb::RequestPasswordResetRequest>,
+    ) -> Reply<pb::RequestPasswordResetResponse> {
+        let now = self.state.clock.now();
+        let email = request.into_inner().email;
+        self.state.accounts.request_password_reset(&email, now)?;
+        Ok(Response::new(pb::RequestPasswordResetResponse {}))
+    }
+
+    async fn confirm_password_reset(
+        &self,
+        request: Request<pb::ConfirmPasswordResetRequest>,
+    ) -> Reply<pb::ConfirmPasswordResetResponse> {
+        let now = self.state.clock.now();
+        let req = request.into_inner();
+        let (token, password) = (
+            SecretString::from(req.token),
+            SecretString::from(req.new_password),
+        );
+        let revoked = self
+            .state
+            .accounts
+            .confirm_password_reset(&token, &password, now)
+            .await?;
+        Ok(Response::new(pb::ConfirmPasswordResetResponse {
+            revoked_sessions: count(revoked),
         }))
     }
 }

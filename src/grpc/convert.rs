@@ -6,8 +6,8 @@ use prost_types::Timestamp;
 use crate::{
     domain::error::Error,
     domain::types::{
-        Invitation, Member, Membership, OrgMembership, OrgRole, Organization, Session, TokenPair,
-        User, UserStatus,
+        EmailTokenPurpose, Invitation, Member, Membership, OrgMembership, OrgRole, Organization,
+        Session, TokenPair, User, UserStatus,
     },
     proto::v1 as pb,
 };
@@ -69,6 +69,8 @@ impl From<User> for pb::User {
             updated_at: Some(timestamp(u.updated_at)),
             approved_at: u.approved_at.map(timestamp),
             approved_by: u.approved_by.map(|id| id.to_string()).unwrap_or_default(),
+            email_verified: u.email_verified,
+            email_verified_at: u.email_verified_at.map(timestamp),
         }
     }
 }
@@ -105,6 +107,16 @@ pub fn session(s: Session, current: uuid::Uuid) -> pb::Session {
             .organization_id
             .map(|id| id.to_string())
             .unwrap_or_default(),
+    }
+}
+
+/// The purpose of an IssueEmailToken; `None` for UNSPECIFIED or a number
+/// the contract does not know (the domain names the field).
+pub fn email_token_purpose(value: i32) -> Option<EmailTokenPurpose> {
+    match pb::EmailTokenPurpose::try_from(value) {
+        Ok(pb::EmailTokenPurpose::VerifyEmail) => Some(EmailTokenPurpose::VerifyEmail),
+        Ok(pb::EmailTokenPurpose::ResetPassword) => Some(EmailTokenPurpose::ResetPassword),
+        _ => None,
     }
 }
 

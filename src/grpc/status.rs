@@ -85,6 +85,12 @@ fn code_and_reason(err: &Error) -> (Code, &'static str) {
         Error::InvitationInvalid => (Code::FailedPrecondition, "INVITATION_INVALID"),
         // End of Organizations.
         Error::Conflict(_) | Error::Unexpected(_) => (Code::Internal, "INTERNAL"),
+
+        // Email.
+        Error::EmailTokenInvalid => (Code::FailedPrecondition, "EMAIL_TOKEN_INVALID"),
+        Error::EmailAlreadyVerified => (Code::FailedPrecondition, "EMAIL_ALREADY_VERIFIED"),
+        Error::EmailNotVerified => (Code::FailedPrecondition, "EMAIL_NOT_VERIFIED"),
+        Error::MailNotConfigured => (Code::FailedPrecondition, "MAIL_NOT_CONFIGURED"),
     }
 }
 
@@ -152,6 +158,24 @@ mod tests {
         assert_eq!(status.code(), Code::ResourceExhausted);
         let retry = status.get_details_retry_info().unwrap();
         assert_eq!(retry.retry_delay, Some(std::time::Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn email_errors_are_failed_preconditions_with_their_reasons() {
+        for (err, reason) in [
+            (Error::EmailTokenInvalid, "EMAIL_TOKEN_INVALID"),
+            (Error::EmailAlreadyVerified, "EMAIL_ALREADY_VERIFIED"),
+            (Error::EmailNotVerified, "EMAIL_NOT_VERIFIED"),
+            (Error::MailNotConfigured, "MAIL_NOT_CONFIGURED"),
+        ] {
+            let status = Status::from(err);
+            assert_eq!(status.code(), Code::FailedPrecondition);
+            assert_eq!(status.get_details_error_info().unwrap().reason, reason);
+        }
+        assert_eq!(
+            Status::from(Error::EmailNotVerified).message(),
+            "Email not verified"
+        );
     }
 
     #[test]

@@ -4,12 +4,14 @@
 
 use std::sync::Arc;
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret as _, SecretString};
 use tonic::{Request, Response, Status};
 
 use super::{
     bearer::bearer,
-    convert::{count, new_org_role, new_status, session, status_filter},
+    convert::{
+        count, email_token_purpose, new_org_role, new_status, session, status_filter, timestamp,
+    },
 };
 use crate::{
     domain::{
@@ -109,6 +111,7 @@ impl UserAdmin for UserAdminApi {
             display_name: req.display_name,
             is_admin: req.is_admin,
             status: req.status.map(|s| new_status("status", s)).transpose()?,
+            email_verified: req.email_verified,
         };
         let user = self
             .state
@@ -197,6 +200,24 @@ impl UserAdmin for UserAdminApi {
             .await?;
         Ok(Response::new(pb::RevokeUserSessionsResponse {
             revoked_sessions: count(revoked),
+        }))
+    }
+
+    async fn issue_email_token(
+        &self,
+        request: Request<pb::IssueEmailTokenRequest>,
+    ) -> Reply<pb::IssueEmailTokenResponse> {
+        let now = self.state.clock.now();
+        let caller = self.admin(&request, now).await?;
+        let req = request.into_inner();
+        let (token, expires_at) = self
+            .state
+            .accounts
+            .issue_email_token(&caller, &req.user_id, email_token_purpose(req.purpose), now)
+            .await?;
+        Ok(Response::new(pb::IssueEmailTokenResponse {
+            token: token.expose_secret().to_owned(),
+            expires_at: Some(timestamp(expires_at)),
         }))
     }
 

@@ -47,6 +47,8 @@ struct Row {
     /// NULL when the user is not (or no longer) a member of it.
     pub org_role: Option<membership::Role>,
     pub org_roles: Option<String>,
+    pub email_verified: bool,
+    pub email_verified_at: Option<DateTimeUtc>,
 }
 
 impl From<Row> for SessionCheck {
@@ -75,6 +77,8 @@ impl From<Row> for SessionCheck {
                 updated_at: row.updated_at,
                 approved_at: row.approved_at,
                 approved_by: row.approved_by,
+                email_verified: row.email_verified,
+                email_verified_at: row.email_verified_at,
             },
         }
     }
@@ -233,6 +237,8 @@ async fn read(
         .column(session::Column::OrganizationId)
         .column_as(membership::Column::Role, "org_role")
         .column_as(membership::Column::Roles, "org_roles")
+        .column(user::Column::EmailVerified)
+        .column(user::Column::EmailVerifiedAt)
         .join(JoinType::InnerJoin, session::Relation::User.def())
         .join(JoinType::LeftJoin, acting_membership())
         .filter(session::Column::Id.is_in(ids))

@@ -4,10 +4,12 @@
 pub mod backup;
 pub mod batches;
 pub mod bearer_lookups;
+pub mod email_tokens;
 pub mod entities;
 mod error;
 pub mod keys;
 pub mod login_failures;
+pub mod mail_outbox;
 pub mod open;
 pub mod orgs;
 pub mod refresh_tokens;

@@ -49,6 +49,8 @@ impl From<user::Model> for Account {
                 updated_at: row.updated_at,
                 approved_at: row.approved_at,
                 approved_by: row.approved_by,
+                email_verified: row.email_verified,
+                email_verified_at: row.email_verified_at,
             },
         }
     }
@@ -107,6 +109,8 @@ pub async fn insert<C: ConnectionTrait>(db: &C, account: &Account) -> StoreResul
         updated_at: u.updated_at,
         approved_at: u.approved_at,
         approved_by: u.approved_by,
+        email_verified: u.email_verified,
+        email_verified_at: u.email_verified_at,
     };
     Ok(user::ActiveModel::from(row).insert(db).await?.into())
 }
@@ -149,6 +153,10 @@ pub async fn update<C: ConnectionTrait>(
     if let Some((at, by)) = changes.approved {
         row.approved_at = Set(Some(at));
         row.approved_by = Set(Some(by));
+    }
+    if let Some((verified, at)) = changes.email_verified {
+        row.email_verified = Set(verified);
+        row.email_verified_at = Set(at);
     }
     if let Some(at) = changes.updated_at {
         row.updated_at = Set(at);

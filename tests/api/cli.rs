@@ -177,7 +177,11 @@ async fn descriptor_set_writes_every_proto_with_its_imports() {
             "ListSessions",
             "RevokeSession",
             "ValidateToken",
-            "GetJwks"
+            "GetJwks",
+            "SendVerificationEmail",
+            "VerifyEmail",
+            "RequestPasswordReset",
+            "ConfirmPasswordReset"
         ]
     );
     // The google.api.http options are extensions, kept as raw bytes: every
@@ -187,6 +191,8 @@ async fn descriptor_set_writes_every_proto_with_its_imports() {
         "/v1/auth/sessions/{session_id}",
         "/v1/admin/users/{user_id}/reset-password",
         "/v1/admin/users/pending/count",
+        "/v1/auth/password-reset/confirm",
+        "/v1/admin/users/{user_id}/email-tokens",
     ] {
         assert!(
             output

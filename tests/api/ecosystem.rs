@@ -110,13 +110,18 @@ async fn each_rpc_is_one_json_log_span_with_method_status_latency_peer_and_reque
 
 /// A CA, a server certificate for localhost and 127.0.0.1, and a client
 /// certificate, as PEM files.
-struct Pki {
+pub struct Pki {
     _dir: tempfile::TempDir,
-    ca_pem: String,
-    ca: PathBuf,
-    server_cert: PathBuf,
-    server_key: PathBuf,
-    client: Identity,
+    pub ca_pem: String,
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client: Identity,
+}
+
+/// The same, for the tests of other modules (a relay's STARTTLS).
+pub fn test_pki() -> Pki {
+    pki()
 }
 
 fn pki() -> Pki {

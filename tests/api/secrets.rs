@@ -174,3 +174,157 @@ async fn no_secret_of_a_full_flow_appears_in_trace_logs() {
         );
     }
 }
+
+/// Every mail flow, with trace logging and a real relay: the tokens mailed
+/// or issued, and the passwords set with them, never reach the logs.
+#[tokio::test]
+async fn no_token_of_a_mail_flow_appears_in_trace_logs() {
+    use crate::{helpers::PASSWORD, mail::MailSink};
+
+    let Some(sink) = MailSink::start().await else {
+        return;
+    };
+    let db = TestDatabase::create().await;
+    let url = sink.url();
+    let server = ServerProcess::start(
+        &db,
+        &[
+            ("WARDEN_LOG", "trace"),
+            ("WARDEN_ARGON2_MEMORY_KIB", "64"),
+            ("WARDEN_ARGON2_ITERATIONS", "1"),
+            ("WARDEN_SMTP_URL", url.as_str()),
+            ("WARDEN_MAIL_COOLDOWN", "1s"),
+        ],
+    )
+    .await;
+    let client = server.client().await;
+    let mut secrets: Vec<String> = Vec::new();
+    let owner = "owner@example.com";
+
+    client.register(owner, PASSWORD).await.unwrap();
+    let verification = sink
+        .wait_for(owner, "Verify your email")
+        .await
+        .token()
+        .unwrap();
+    secrets.push(verification.clone());
+    client
+        .auth
+        .clone()
+        .verify_email(pb::VerifyEmailRequest {
+            token: verification,
+        })
+        .await
+        .unwrap();
+
+    client
+        .auth
+        .clone()
+        .request_password_reset(pb::RequestPasswordResetRequest {
+            email: owner.into(),
+        })
+        .await
+        .unwrap();
+    let reset = sink
+        .wait_for(owner, "Reset your password")
+        .await
+        .token()
+        .unwrap();
+    secrets.push(reset.clone());
+    let after_reset = "password chosen by mail reset".to_owned();
+    secrets.push(after_reset.clone());
+    client
+        .auth
+        .clone()
+        .confirm_password_reset(pb::ConfirmPasswordResetRequest {
+            token: reset,
+            new_password: after_reset.clone(),
+        })
+        .await
+        .unwrap();
+    sink.wait_for(owner, "Your password was changed").await;
+
+    let access = client
+        .login(owner, &after_reset)
+        .await
+        .unwrap()
+        .tokens
+        .unwrap()
+        .access_token;
+    secrets.push(access.clone());
+    let changed = "password chosen by a change".to_owned();
+    secrets.push(changed.clone());
+    client
+        .change_password(&access, &after_reset, &changed)
+        .await
+        .unwrap();
+    client
+        .update_me(
+            &access,
+            pb::UpdateMeRequest {
+                email: Some("moved@example.com".into()),
+                current_password: changed.clone(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let moved = sink
+        .wait_for("moved@example.com", "Verify your email")
+        .await
+        .token()
+        .unwrap();
+    secrets.push(moved);
+    sink.wait_for(owner, "Your email was changed").await;
+
+    let me = client.get_me(&access).await.unwrap();
+    for purpose in [
+        pb::EmailTokenPurpose::VerifyEmail,
+        pb::EmailTokenPurpose::ResetPassword,
+    ] {
+        let issued = client
+            .admin
+            .clone()
+            .issue_email_token(with_bearer(
+                pb::IssueEmailTokenRequest {
+                    user_id: me.id.clone(),
+                    purpose: purpose.into(),
+                },
+                &access,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        secrets.push(issued.token);
+    }
+    // A bad token is refused without echoing it.
+    let guessed = "guessed-token-guessed-token-guessed-token-1".to_owned();
+    secrets.push(guessed.clone());
+    let refused = client
+        .auth
+        .clone()
+        .verify_email(pb::VerifyEmailRequest { token: guessed })
+        .await
+        .unwrap_err();
+    assert!(!refused.message().contains("guessed-token"));
+
+    let (code, logs) = server.stop().await;
+    assert_eq!(code, Some(0));
+    let text = logs.join("\n");
+    for event in [
+        "mail delivered",
+        "email verified",
+        "password reset mail queued",
+        "password reset by mail",
+        "email token issued",
+    ] {
+        assert!(text.contains(event), "`{event}` is logged");
+    }
+    for secret in &secrets {
+        let probe = &secret[..secret.len().min(24)];
+        assert!(
+            !text.contains(probe),
+            "a secret appears in the logs: {probe:.6}…"
+        );
+    }
+}

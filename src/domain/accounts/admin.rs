@@ -19,7 +19,7 @@ use crate::{
         tokens::VerifiedToken,
         types::{Admin, OrgRole, PasswordHash, Session, User, UserFilter, UserStatus},
     },
-    store::{self, StoreError, orgs, sessions, users},
+    store::{self, StoreError, email_tokens, mail_outbox, orgs, sessions, users},
 };
 
 pub const DEFAULT_PAGE_SIZE: u64 = 50;
@@ -40,6 +40,7 @@ pub struct UserUpdateRequest {
     pub display_name: Option<String>,
     pub is_admin: Option<bool>,
     pub status: Option<UserStatus>,
+    pub email_verified: Option<bool>,
 }
 
 pub struct UserQuery {
@@ -55,7 +56,7 @@ pub struct UserPage {
     pub total_size: u64,
 }
 
-fn id(field: &'static str, raw: &str) -> Result<Uuid> {
+pub(super) fn id(field: &'static str, raw: &str) -> Result<Uuid> {
     parse_id(field, raw).map_err(|v| Error::InvalidArgument(vec![v]))
 }
 
@@ -196,6 +197,7 @@ impl Accounts {
             display_name,
             is_admin: request.is_admin,
             status: request.status,
+            email_verified: request.email_verified,
         };
         let approver = admin.id();
         let (user, revoked, lift_lockout) = store::serializable(&self.db, |txn| {
@@ -219,6 +221,9 @@ impl Accounts {
                 } else {
                     0
                 };
+                if plan.kill_email_tokens {
+                    email_tokens::kill_for_user(txn, target, None, now).await?;
+                }
                 Ok::<_, Error>((updated, revoked, plan.lift_lockout))
             })
         })
@@ -294,16 +299,24 @@ impl Accounts {
             Email::parse("email", &user.email).map_err(|v| Error::InvalidArgument(vec![v]))?;
         let password = self.policy.check("new_password", new_password, &email)?;
         let hash = PasswordHash(self.hasher.hash(&password).await?);
-        let revoked = store::serializable(&self.db, |txn| {
-            let hash = hash.clone();
+        let notice = self.email.password_notice(&user, now);
+        let queued = notice.clone();
+        let revoked = store::serializable(&self.db, move |txn| {
+            let (hash, notice) = (hash.clone(), queued.clone());
             Box::pin(async move {
                 users::set_password_hash(txn, target, &hash, Some(now))
                     .await
                     .map_err(not_found_if_gone)?;
+                if let Some(notice) = &notice {
+                    mail_outbox::queue(txn, notice).await?;
+                }
                 Ok::<_, Error>(sessions::revoke_all_for_user(txn, target, None, now).await?)
             })
         })
         .await?;
+        if notice.is_some() {
+            self.mail_queued.notify_one();
+        }
         self.lift_lockout(&user.email).await?;
         tracing::info!(user_id = %target, by = %admin.id(), revoked, "password reset");
         Ok(revoked)

@@ -9,9 +9,11 @@ use uuid::Uuid;
 use super::{
     Accounts,
     admin::{NewUser, parse_profile},
+    email::write_token,
 };
 use crate::{
     domain::{
+        email::EmailSettings,
         error::{Error, Result},
         input::{OrganizationName, check_token},
         password::{Hasher, PasswordPolicy},
@@ -20,7 +22,9 @@ use crate::{
             orgs::{invitation_acceptable, own_organization_name},
         },
         tokens::hash_refresh_token,
-        types::{Account, Admin, Membership, OrgRole, Organization, PasswordHash, User},
+        types::{
+            Account, Admin, Membership, OrgRole, Organization, PasswordHash, User, UserStatus,
+        },
     },
     store::{self, Db, StoreError, orgs, users},
 };
@@ -58,6 +62,8 @@ struct Creator<'a> {
     hasher: &'a Hasher,
     policy: PasswordPolicy,
     first_user_admin: bool,
+    /// Mail is configured: a registration is sent a verification mail.
+    email: Option<&'a EmailSettings>,
 }
 
 impl Creator<'_> {
@@ -83,8 +89,32 @@ impl Creator<'_> {
         }
         let hash = PasswordHash(self.hasher.hash_queued(Some(place), &password).await?);
         let first_user_admin = self.first_user_admin;
+        let id = Uuid::now_v7();
+        // A registration with mail configured gets its verification mail in
+        // the transaction that creates the account.
+        let verification = match (creation, self.email) {
+            (Creation::Registration, Some(settings)) => {
+                let addressee = User {
+                    id,
+                    email: email.as_str().to_owned(),
+                    display_name: display_name.as_str().to_owned(),
+                    is_admin: false,
+                    status: UserStatus::Pending,
+                    created_at: now,
+                    updated_at: now,
+                    approved_at: None,
+                    approved_by: None,
+                    email_verified: false,
+                    email_verified_at: None,
+                };
+                Some(settings.verification_for(&addressee, now)?)
+            }
+            _ => None,
+        };
+        let verification = verification.map(|planned| (planned.token.record, planned.mail));
         let (user, organization) = store::serializable(self.db, |txn| {
             let (email, display_name, hash) = (email.clone(), display_name.clone(), hash.clone());
+            let verification = verification.clone();
             let tenancy = tenancy.clone();
             Box::pin(async move {
                 let org_name = match &tenancy {
@@ -100,7 +130,7 @@ impl Creator<'_> {
                 let role = new_account_role(creation, is_first, first_user_admin, now);
                 let account = Account {
                     user: User {
-                        id: Uuid::now_v7(),
+                        id,
                         email: email.into_string(),
                         display_name: display_name.into_string(),
                         is_admin: role.is_admin,
@@ -109,6 +139,8 @@ impl Creator<'_> {
                         updated_at: now,
                         approved_at: role.approved_at,
                         approved_by: role.approved_by,
+                        email_verified: role.email_verified_at.is_some(),
+                        email_verified_at: role.email_verified_at,
                     },
                     password_hash: hash,
                 };
@@ -162,6 +194,9 @@ impl Creator<'_> {
                         None
                     }
                 };
+                if let Some((record, mail)) = &verification {
+                    write_token(txn, record, Some(mail)).await?;
+                }
                 Ok::<_, Error>((user, organization))
             })
         })
@@ -178,12 +213,14 @@ impl Accounts {
             hasher: &self.hasher,
             policy: self.policy,
             first_user_admin: self.first_user_admin,
+            email: self.email.mail_enabled.then_some(&self.email),
         }
     }
 
     /// Register: anyone may; the first account may become an admin. The
     /// account gets its own organisation, as OWNER, in the same transaction;
-    /// or, with an invitation, joins the inviting one instead.
+    /// or, with an invitation, joins the inviting one instead. With mail
+    /// configured, a verification mail goes to the address.
     #[tracing::instrument(skip_all)]
     pub async fn register(
         &self,
@@ -202,9 +239,14 @@ impl Accounts {
             check_token("invitation_token", token).map_err(|v| Error::InvalidArgument(vec![v]))?;
             Tenancy::Invited(hash_refresh_token(token))
         };
-        self.creator()
+        let created = self
+            .creator()
             .create(registration.account, Creation::Registration, tenancy, now)
-            .await
+            .await?;
+        if self.email.mail_enabled {
+            self.mail_queued.notify_one();
+        }
+        Ok(created)
     }
 
     /// CreateUser: approved, by the calling admin.
@@ -245,6 +287,7 @@ pub async fn create_admin(
         hasher,
         policy,
         first_user_admin: false,
+        email: None,
     };
     let (user, _) = creator
         .create(account, Creation::Bootstrap, Tenancy::None, now)

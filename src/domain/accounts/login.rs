@@ -105,6 +105,9 @@ impl Accounts {
             UserStatus::Pending => return Err(Error::AccountPending),
             UserStatus::Disabled => return Err(Error::AccountDisabled),
         }
+        if self.email.require_verified && !account.user.email_verified {
+            return Err(Error::EmailNotVerified);
+        }
         // Only to someone who knows the password: which organisations exist
         // for this account.
         let memberships = orgs::memberships_of_user(&self.db, account.user.id).await?;

@@ -9,9 +9,12 @@
 //! - `profile`: what users change about themselves.
 //! - `admin`: what admins do; every operation takes an `Admin`.
 //! - `lockout`: the failure counts behind the lockout rules.
+//! - `email`: verification, password reset by mail, one-time tokens for
+//!   backends, and the mails other operations queue.
 
 mod admin;
 mod create;
+mod email;
 mod lockout;
 mod login;
 mod profile;
@@ -21,6 +24,7 @@ use std::{sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use chrono::TimeDelta;
+use tokio::sync::Notify;
 
 pub(in crate::domain) use admin::page_limit;
 pub use admin::{
@@ -32,6 +36,7 @@ pub use profile::ProfileChange;
 pub use sessions::RETENTION;
 
 use super::{
+    email::EmailSettings,
     error::Result,
     password::{Hasher, PasswordPolicy},
     rules::lockout::LockoutPolicy,
@@ -40,7 +45,7 @@ use super::{
 use crate::store::{Db, bearer_lookups::BearerLookups};
 
 /// The rules accounts live by, from the configuration.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct AccountSettings {
     pub policy: PasswordPolicy,
     pub refresh_ttl: Duration,
@@ -52,6 +57,7 @@ pub struct AccountSettings {
     pub first_user_admin: bool,
     /// `WARDEN_INVITATION_TTL`.
     pub invitation_ttl: Duration,
+    pub email: EmailSettings,
 }
 
 /// The service behind Auth, UserAdmin and Organizations (whose operations
@@ -67,6 +73,10 @@ pub struct Accounts {
     lockout: LockoutPolicy,
     first_user_admin: bool,
     pub(in crate::domain) invitation_ttl: TimeDelta,
+    email: EmailSettings,
+    /// Woken when a transaction that queued mail has committed, so that
+    /// this replica's sender does not wait for its next poll.
+    mail_queued: Arc<Notify>,
 }
 
 impl Accounts {
@@ -93,6 +103,8 @@ impl Accounts {
             },
             first_user_admin: settings.first_user_admin,
             invitation_ttl: delta(settings.invitation_ttl, "invitation TTL")?,
+            email: settings.email,
+            mail_queued: Arc::new(Notify::new()),
         })
     }
 
@@ -106,5 +118,14 @@ impl Accounts {
 
     pub(in crate::domain) fn session_max_lifetime(&self) -> TimeDelta {
         self.session_max_lifetime
+    }
+
+    /// What the mail sender waits on between polls.
+    pub fn mail_queued(&self) -> Arc<Notify> {
+        self.mail_queued.clone()
+    }
+
+    pub fn email_settings(&self) -> &EmailSettings {
+        &self.email
     }
 }

@@ -3,15 +3,20 @@
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 
-use super::{Accounts, admin::parse_profile_change, create::email_taken_if_unique};
+use super::{
+    Accounts,
+    admin::parse_profile_change,
+    create::email_taken_if_unique,
+    email::{recipient, write_token},
+};
 use crate::{
     domain::{
         error::{Error, FieldViolation, Result},
         input::Email,
-        rules::accounts::UserChanges,
+        rules::accounts::{UserChanges, verification_after_update},
         types::{PasswordHash, Principal, User},
     },
-    store::{self, StoreError, sessions, users},
+    store::{self, StoreError, email_tokens, mail_outbox, sessions, users},
 };
 
 pub struct ProfileChange {
@@ -41,20 +46,67 @@ impl Accounts {
             self.check_current_password(caller, &change.current_password, now)
                 .await?;
         }
+        // A new address is unverified, the tokens sent to the old one die,
+        // and with mail configured the new one is sent a verification mail
+        // and the old one a notice, all in the transaction of the change.
+        let moved = email.is_some();
         let changes = UserChanges {
+            email_verified: email
+                .as_ref()
+                .and_then(|_| verification_after_update(current, true, None, now)),
             email: email.map(Email::into_string),
             display_name: name.map(|n| n.into_string()),
             updated_at: Some(now),
             ..UserChanges::default()
         };
-        let updated = users::update(&self.db, current.id, &changes)
-            .await
-            .map_err(|e| match e {
-                // Deleted while the call ran.
-                StoreError::NotFound => Error::SessionRevoked,
-                other => email_taken_if_unique(other),
-            })?;
-        tracing::info!(user_id = %updated.id, "profile updated");
+        let mails = match &changes.email {
+            Some(new_email) if self.email.mail_enabled => {
+                let addressee = User {
+                    email: new_email.clone(),
+                    ..current.clone()
+                };
+                let verification = self.email.verification_for(&addressee, now)?;
+                let notice = self
+                    .email
+                    .email_changed_notice(recipient(current), new_email, now);
+                Some((verification, notice))
+            }
+            _ => None,
+        };
+        let user_id = current.id;
+        let queued = mails.as_ref().map(|(verification, notice)| {
+            (
+                verification.token.record.clone(),
+                verification.mail.clone(),
+                notice.clone(),
+            )
+        });
+        let mailing = queued.is_some();
+        let updated = store::serializable(&self.db, move |txn| {
+            let (changes, mails) = (changes.clone(), queued.clone());
+            Box::pin(async move {
+                let updated = users::update(txn, user_id, &changes)
+                    .await
+                    .map_err(|e| match e {
+                        // Deleted while the call ran.
+                        StoreError::NotFound => Error::SessionRevoked,
+                        other => email_taken_if_unique(other),
+                    })?;
+                if moved {
+                    email_tokens::kill_for_user(txn, user_id, None, now).await?;
+                }
+                if let Some((record, verification, notice)) = &mails {
+                    write_token(txn, record, Some(verification)).await?;
+                    mail_outbox::queue(txn, notice).await?;
+                }
+                Ok::<_, Error>(updated)
+            })
+        })
+        .await?;
+        if mailing {
+            self.mail_queued.notify_one();
+        }
+        tracing::info!(user_id = %updated.id, email_changed = moved, "profile updated");
         Ok(updated)
     }
 
@@ -85,8 +137,10 @@ impl Accounts {
             .await?;
         let hash = PasswordHash(self.hasher.hash(&new_password).await?);
         let (user_id, keep) = (caller.user.id, caller.session_id);
-        let revoked = store::serializable(&self.db, |txn| {
-            let hash = hash.clone();
+        let notice = self.email.password_notice(&caller.user, now);
+        let queued = notice.clone();
+        let revoked = store::serializable(&self.db, move |txn| {
+            let (hash, notice) = (hash.clone(), queued.clone());
             Box::pin(async move {
                 users::set_password_hash(txn, user_id, &hash, Some(now))
                     .await
@@ -94,10 +148,16 @@ impl Accounts {
                         StoreError::NotFound => Error::SessionRevoked,
                         other => other.into(),
                     })?;
+                if let Some(notice) = &notice {
+                    mail_outbox::queue(txn, notice).await?;
+                }
                 Ok::<_, Error>(sessions::revoke_all_for_user(txn, user_id, Some(keep), now).await?)
             })
         })
         .await?;
+        if notice.is_some() {
+            self.mail_queued.notify_one();
+        }
         tracing::info!(%user_id, revoked, "password changed");
         Ok(revoked)
     }

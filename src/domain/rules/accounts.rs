@@ -28,6 +28,9 @@ pub struct NewAccountRole {
     pub status: UserStatus,
     pub approved_at: Option<DateTime<Utc>>,
     pub approved_by: Option<Uuid>,
+    /// `create-admin` accounts are verified (API.md, Email): the operator
+    /// at the console vouches for the address.
+    pub email_verified_at: Option<DateTime<Utc>>,
 }
 
 /// What a new account becomes. The first account ever to register is an
@@ -47,6 +50,7 @@ pub fn new_account_role(
         status: UserStatus::Approved,
         approved_at: Some(now),
         approved_by: by,
+        email_verified_at: None,
     };
     match creation {
         Creation::Registration if is_first && first_user_admin => approved(true, None),
@@ -55,9 +59,13 @@ pub fn new_account_role(
             status: UserStatus::Pending,
             approved_at: None,
             approved_by: None,
+            email_verified_at: None,
         },
         Creation::ByAdmin { admin, is_admin } => approved(is_admin, Some(admin)),
-        Creation::Bootstrap => approved(true, None),
+        Creation::Bootstrap => NewAccountRole {
+            email_verified_at: Some(now),
+            ..approved(true, None)
+        },
     }
 }
 
@@ -69,6 +77,8 @@ pub struct UserUpdate {
     pub display_name: Option<DisplayName>,
     pub is_admin: Option<bool>,
     pub status: Option<UserStatus>,
+    /// An admin's say on whether the address is verified.
+    pub email_verified: Option<bool>,
 }
 
 /// The columns of an account to write; `None` leaves one as it is.
@@ -80,6 +90,8 @@ pub struct UserChanges {
     pub status: Option<UserStatus>,
     /// When and by whom it was approved.
     pub approved: Option<(DateTime<Utc>, Uuid)>,
+    /// Whether the email is verified, and since when.
+    pub email_verified: Option<(bool, Option<DateTime<Utc>>)>,
     pub updated_at: Option<DateTime<Utc>>,
 }
 
@@ -93,6 +105,8 @@ pub struct UpdatePlan {
     pub revoke_sessions: bool,
     /// Approving (even an account approved already) lifts a lockout.
     pub lift_lockout: bool,
+    /// A new address: the email tokens sent to the old one die.
+    pub kill_email_tokens: bool,
 }
 
 /// Decides an admin's change of `current`: only fields whose value differs
@@ -126,14 +140,38 @@ pub fn plan_user_update(
     if changes.status == Some(UserStatus::Approved) {
         changes.approved = Some((now, approver));
     }
+    changes.email_verified =
+        verification_after_update(current, changes.email.is_some(), update.email_verified, now);
     let changed = changes != UserChanges::default();
     UpdatePlan {
+        kill_email_tokens: changes.email.is_some(),
         changes: changed.then_some(UserChanges {
             updated_at: Some(now),
             ..changes
         }),
         revoke_sessions,
         lift_lockout: update.status == Some(UserStatus::Approved),
+    }
+}
+
+/// What an admin's UpdateUser does to `email_verified` (API.md, Email): a
+/// new address is unverified unless the same call says it is verified; an
+/// explicit value is taken as it is, with `email_verified_at` = now when it
+/// becomes (or, with a new address, stays) true. `None`: no change.
+pub fn verification_after_update(
+    current: &User,
+    email_changes: bool,
+    asked: Option<bool>,
+    now: DateTime<Utc>,
+) -> Option<(bool, Option<DateTime<Utc>>)> {
+    match (asked, email_changes) {
+        (Some(true), true) => Some((true, Some(now))),
+        (Some(wanted), false) if wanted == current.email_verified => None,
+        (Some(wanted), false) => Some((wanted, wanted.then_some(now))),
+        (None, true) | (Some(false), true) => {
+            (current.email_verified || current.email_verified_at.is_some()).then_some((false, None))
+        }
+        (None, false) => None,
     }
 }
 
@@ -171,6 +209,8 @@ mod tests {
             updated_at: now(),
             approved_at: None,
             approved_by: None,
+            email_verified: false,
+            email_verified_at: None,
         }
     }
 
@@ -227,6 +267,7 @@ mod tests {
             display_name: Some(DisplayName::parse("display_name", "Ada").unwrap()),
             is_admin: Some(false),
             status: Some(UserStatus::Approved),
+            email_verified: Some(false),
         };
         let plan = plan_user_update(&current, &same, Uuid::from_u128(9), now());
         assert_eq!(plan.changes, None);
@@ -277,6 +318,78 @@ mod tests {
             assert!(plan.revoke_sessions, "{from:?} -> {to:?}");
             assert_eq!(plan.changes.unwrap().approved, None);
         }
+    }
+
+    #[test]
+    fn the_console_vouches_for_the_address_and_nobody_else_does() {
+        let bootstrap = new_account_role(Creation::Bootstrap, false, true, now());
+        assert_eq!(bootstrap.email_verified_at, Some(now()));
+        for creation in [
+            Creation::Registration,
+            Creation::ByAdmin {
+                admin: Uuid::from_u128(7),
+                is_admin: true,
+            },
+        ] {
+            let role = new_account_role(creation, true, true, now());
+            assert_eq!(role.email_verified_at, None, "{creation:?}");
+        }
+    }
+
+    fn verified() -> User {
+        User {
+            email_verified: true,
+            email_verified_at: Some(now() - chrono::TimeDelta::days(3)),
+            ..user(false, UserStatus::Approved)
+        }
+    }
+
+    fn new_email() -> Option<Email> {
+        Some(Email::parse("email", "lovelace@example.com").unwrap())
+    }
+
+    #[test]
+    fn an_admins_email_change_unverifies_unless_the_same_call_verifies() {
+        let change = UserUpdate {
+            email: new_email(),
+            ..UserUpdate::default()
+        };
+        let plan = plan_user_update(&verified(), &change, Uuid::from_u128(9), now());
+        assert!(plan.kill_email_tokens);
+        assert_eq!(plan.changes.unwrap().email_verified, Some((false, None)));
+
+        let verifying = UserUpdate {
+            email_verified: Some(true),
+            ..change
+        };
+        let plan = plan_user_update(&verified(), &verifying, Uuid::from_u128(9), now());
+        assert_eq!(
+            plan.changes.unwrap().email_verified,
+            Some((true, Some(now())))
+        );
+    }
+
+    #[test]
+    fn an_admin_sets_email_verified_and_the_same_value_changes_nothing() {
+        let set = |current: &User, value| {
+            let update = UserUpdate {
+                email_verified: Some(value),
+                ..UserUpdate::default()
+            };
+            plan_user_update(current, &update, Uuid::from_u128(9), now())
+        };
+        assert_eq!(set(&verified(), true).changes, None);
+        let unverified = user(false, UserStatus::Approved);
+        assert_eq!(set(&unverified, false).changes, None);
+        assert_eq!(
+            set(&unverified, true).changes.unwrap().email_verified,
+            Some((true, Some(now())))
+        );
+        assert_eq!(
+            set(&verified(), false).changes.unwrap().email_verified,
+            Some((false, None))
+        );
+        assert!(!set(&verified(), false).kill_email_tokens);
     }
 
     #[test]

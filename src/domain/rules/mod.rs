@@ -4,6 +4,7 @@
 //! each rule and break when it does.
 
 pub mod accounts;
+pub mod email;
 pub mod keys;
 pub mod lockout;
 pub mod orgs;

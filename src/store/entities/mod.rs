@@ -1,5 +1,7 @@
+pub mod email_token;
 pub mod invitation;
 pub mod login_failure;
+pub mod mail_outbox;
 pub mod membership;
 pub mod organization;
 pub mod refresh_token;

@@ -37,6 +37,8 @@ pub struct Model {
     pub updated_at: DateTimeUtc,
     pub approved_at: Option<DateTimeUtc>,
     pub approved_by: Option<Uuid>,
+    pub email_verified: bool,
+    pub email_verified_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -73,6 +75,8 @@ mod tests {
             updated_at: now,
             approved_at: None,
             approved_by: None,
+            email_verified: false,
+            email_verified_at: None,
         };
         let debug = format!("{row:?}");
         assert!(!debug.contains("argon2"), "{debug}");
