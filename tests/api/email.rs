@@ -864,3 +864,48 @@ async fn a_relay_whose_certificate_is_not_trusted_gets_nothing() {
     }
     assert!(sink.received().is_empty());
 }
+
+#[tokio::test]
+async fn an_invitation_is_mailed_with_its_token_and_the_mailed_token_joins() {
+    let Some(sink) = MailSink::start().await else {
+        return;
+    };
+    let app = app_with_mail(&sink).await;
+    let (_, platform) = app.admin_session().await;
+    let owner = app.approved_user(&platform, "owner@example.com").await;
+    let org = app.as_member(&owner.1).create("Mailing Org").await.unwrap();
+    let (_, shown) = app
+        .as_member(&owner.1)
+        .invite(&org.id, "invitee@example.com", pb::OrgRole::Member)
+        .await
+        .unwrap();
+
+    let mail = sink
+        .wait_for("invitee@example.com", "You are invited")
+        .await;
+    assert!(mail.body().contains("Mailing Org"), "{}", mail.body());
+    let mailed = mail.token().expect("a token in the mail");
+    assert_eq!(
+        mailed, shown,
+        "the mail carries the token CreateInvitation showed"
+    );
+
+    let registered = app
+        .auth
+        .clone()
+        .register(pb::RegisterRequest {
+            email: "invitee@example.com".into(),
+            password: PASSWORD.into(),
+            invitation_token: mailed,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let user = registered.user.unwrap();
+    let members = app.as_member(&owner.1).members(&org.id).await.unwrap();
+    assert!(
+        members.iter().any(|m| m.user_id == user.id),
+        "the mailed token joined the organisation"
+    );
+}

@@ -12,13 +12,14 @@ use super::{Who, access, id, membership_error};
 use crate::{
     domain::{
         accounts::Accounts,
+        email::messages::Recipient,
         error::{Error, Result},
         input::{Email, check_token, parse_id, parse_roles},
         rules::orgs::{OrgAction, invitation_acceptable},
         tokens::{RefreshToken, hash_refresh_token},
         types::{Invitation, Membership, OrgMembership, OrgRole, Principal},
     },
-    store::{self, orgs},
+    store::{self, mail_outbox, orgs},
 };
 
 /// A CreateInvitation as it arrives (the role already a real one).
@@ -76,16 +77,38 @@ impl Accounts {
             revoked_at: None,
         };
         let who = Who::from(caller);
+        // With mail configured, the invitation mail is queued in the
+        // transaction that stores the invitation: both or neither.
+        let mail_enabled = self.email_settings().mail_enabled;
+        let invitation_ttl = self.invitation_ttl;
+        let email_settings = self.email_settings().clone();
         store::serializable(&self.db, |txn| {
             let invitation = invitation.clone();
+            let (email_settings, secret) = (email_settings.clone(), token.token.clone());
             Box::pin(async move {
-                access(txn, who, org, OrgAction::Invite { role }).await?;
+                let granted = access(txn, who, org, OrgAction::Invite { role }).await?;
                 orgs::revoke_pending_invitations(txn, org, &invitation.email, now).await?;
                 orgs::insert_invitation(txn, &invitation).await?;
+                if mail_enabled {
+                    let mail = email_settings.invitation_mail(
+                        Recipient {
+                            email: &invitation.email,
+                            name: "",
+                        },
+                        &granted.organization.name,
+                        &secret,
+                        invitation_ttl.to_std().unwrap_or_default(),
+                        now,
+                    );
+                    mail_outbox::queue(txn, &mail).await?;
+                }
                 Ok::<_, Error>(())
             })
         })
         .await?;
+        if mail_enabled {
+            self.mail_queued().notify_one();
+        }
         tracing::info!(organization_id = %org, invitation_id = %invitation.id, by = %caller.user.id, "invitation created");
         Ok(IssuedInvitation {
             invitation,
