@@ -8,13 +8,13 @@
 # the page's paths work unchanged: target/release/warden is the binary
 # given here, deploy/ is this checkout's. The page starts its own server
 # and Envoy; this script only hands it free ports (GRPC_PORT, HTTP_PORT,
-# REST_PORT, ENVOY_ADMIN_PORT), a TMPDIR inside its temporary directory
+# REST_PORT, ENVOY_ADMIN_PORT, SMTP_PORT), a TMPDIR inside its temporary directory
 # (so the page's `mktemp -d` is cleaned up with it) and an environment
 # without WARDEN_* variables.
 #
 # Usage: tests/walkthrough/run.sh [path/to/warden]
 #   (default target/release/warden; needs grpcurl, envoy, curl, jq and
-#   python3 on PATH)
+#   python3 with aiosmtpd on PATH)
 # Environment:
 #   WALKTHROUGH_DOC      the page to run (default docs/walkthrough.md)
 #   WALKTHROUGH_TIMEOUT  how long the whole session may take (default 600s)
@@ -28,6 +28,7 @@ missing=()
 for tool in grpcurl envoy curl jq python3; do
   command -v "$tool" >/dev/null || missing+=("$tool")
 done
+python3 -c 'import aiosmtpd' 2>/dev/null || missing+=("aiosmtpd (the python3 on PATH)")
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "FAIL: the walk-through needs ${missing[*]} on PATH (.ci/run's tools step installs them)" >&2
   exit 1
@@ -41,9 +42,9 @@ mkdir -p "$tmp/checkout/target/release" "$tmp/tmp"
 ln -s "$warden" "$tmp/checkout/target/release/warden"
 ln -s "$here/deploy" "$tmp/checkout/deploy"
 
-read -r grpc_port http_port rest_port admin_port < <(python3 - <<'EOF'
+read -r grpc_port http_port rest_port admin_port smtp_port < <(python3 - <<'EOF'
 import socket
-sockets = [socket.socket() for _ in range(4)]
+sockets = [socket.socket() for _ in range(5)]
 for s in sockets:
     s.bind(("127.0.0.1", 0))
 print(*(s.getsockname()[1] for s in sockets))
@@ -58,5 +59,5 @@ while read -r name; do unset "$name"; done < <(compgen -e | grep '^WARDEN_' || t
 echo "running $doc with $warden (gRPC on 127.0.0.1:$grpc_port, REST on 127.0.0.1:$rest_port)"
 cd "$tmp/checkout"
 TMPDIR="$tmp/tmp" GRPC_PORT="$grpc_port" HTTP_PORT="$http_port" REST_PORT="$rest_port" \
-  ENVOY_ADMIN_PORT="$admin_port" \
+  ENVOY_ADMIN_PORT="$admin_port" SMTP_PORT="$smtp_port" \
   timeout "${WALKTHROUGH_TIMEOUT:-600}" bash "$tmp/session.sh" </dev/null
