@@ -3,18 +3,15 @@
 use std::sync::Arc;
 
 use secrecy::SecretString;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response};
 
+use super::{Reply, caller};
 use super::{
-    bearer::bearer,
     client::client_info,
     convert::{count, org_role, session, timestamp},
 };
 use crate::{
-    domain::{
-        accounts::{LoginAttempt, NewAccount, ProfileChange, Registration},
-        types::Principal,
-    },
+    domain::accounts::{LoginAttempt, NewAccount, ProfileChange, Registration},
     proto::v1::{self as pb, auth_server::Auth},
     state::AppState,
 };
@@ -27,20 +24,7 @@ impl AuthApi {
     pub fn new(state: Arc<AppState>) -> Self {
         Self { state }
     }
-
-    /// The caller of a bearer RPC, after the token, session and account
-    /// checks.
-    async fn caller<T>(
-        &self,
-        request: &Request<T>,
-        now: chrono::DateTime<chrono::Utc>,
-    ) -> Result<Principal, Status> {
-        let token = bearer(request)?;
-        Ok(self.state.accounts.authorize(&token, now).await?)
-    }
 }
-
-type Reply<T> = Result<Response<T>, Status>;
 
 #[tonic::async_trait]
 impl Auth for AuthApi {
@@ -101,7 +85,7 @@ impl Auth for AuthApi {
 
     async fn logout(&self, request: Request<pb::LogoutRequest>) -> Reply<pb::LogoutResponse> {
         let now = self.state.clock.now();
-        let caller = self.caller(&request, now).await?;
+        let caller = caller(&self.state, &request, now).await?;
         let all = request.into_inner().all_sessions;
         let revoked = self.state.accounts.logout(&caller, all, now).await?;
         Ok(Response::new(pb::LogoutResponse {
@@ -111,7 +95,7 @@ impl Auth for AuthApi {
 
     async fn get_me(&self, request: Request<pb::GetMeRequest>) -> Reply<pb::GetMeResponse> {
         let now = self.state.clock.now();
-        let caller = self.caller(&request, now).await?;
+        let caller = caller(&self.state, &request, now).await?;
         Ok(Response::new(pb::GetMeResponse {
             user: Some(caller.user.into()),
         }))
@@ -122,7 +106,7 @@ impl Auth for AuthApi {
         request: Request<pb::UpdateMeRequest>,
     ) -> Reply<pb::UpdateMeResponse> {
         let now = self.state.clock.now();
-        let caller = self.caller(&request, now).await?;
+        let caller = caller(&self.state, &request, now).await?;
         let req = request.into_inner();
         let change = ProfileChange {
             display_name: req.display_name,
@@ -140,7 +124,7 @@ impl Auth for AuthApi {
         request: Request<pb::ChangePasswordRequest>,
     ) -> Reply<pb::ChangePasswordResponse> {
         let now = self.state.clock.now();
-        let caller = self.caller(&request, now).await?;
+        let caller = caller(&self.state, &request, now).await?;
         let req = request.into_inner();
         let (current, new) = (
             SecretString::from(req.current_password),
@@ -161,7 +145,7 @@ impl Auth for AuthApi {
         request: Request<pb::ListSessionsRequest>,
     ) -> Reply<pb::ListSessionsResponse> {
         let now = self.state.clock.now();
-        let caller = self.caller(&request, now).await?;
+        let caller = caller(&self.state, &request, now).await?;
         let include_inactive = request.into_inner().include_inactive;
         let sessions = self
             .state
@@ -181,7 +165,7 @@ impl Auth for AuthApi {
         request: Request<pb::RevokeSessionRequest>,
     ) -> Reply<pb::RevokeSessionResponse> {
         let now = self.state.clock.now();
-        let caller = self.caller(&request, now).await?;
+        let caller = caller(&self.state, &request, now).await?;
         let session_id = request.into_inner().session_id;
         self.state
             .accounts
@@ -240,7 +224,7 @@ impl Auth for AuthApi {
         request: Request<pb::SendVerificationEmailRequest>,
     ) -> Reply<pb::SendVerificationEmailResponse> {
         let now = self.state.clock.now();
-        let caller = self.caller(&request, now).await?;
+        let caller = caller(&self.state, &request, now).await?;
         self.state
             .accounts
             .send_verification_email(&caller, now)

@@ -5,17 +5,12 @@
 use std::sync::Arc;
 
 use secrecy::SecretString;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response};
 
-use super::{
-    bearer::bearer,
-    convert::{count, membership, new_org_role},
-};
+use super::convert::{count, membership, new_org_role};
+use super::{Reply, caller};
 use crate::{
-    domain::{
-        orgs::{InvitationRequest, MemberUpdate, OrganizationUpdate},
-        types::Principal,
-    },
+    domain::orgs::{InvitationRequest, MemberUpdate, OrganizationUpdate},
     proto::v1::{self as pb, organizations_server::Organizations},
     state::AppState,
 };
@@ -28,18 +23,7 @@ impl OrganizationsApi {
     pub fn new(state: Arc<AppState>) -> Self {
         Self { state }
     }
-
-    async fn caller<T>(
-        &self,
-        request: &Request<T>,
-        now: chrono::DateTime<chrono::Utc>,
-    ) -> Result<Principal, Status> {
-        let token = bearer(request)?;
-        Ok(self.state.accounts.authorize(&token, now).await?)
-    }
 }
-
-type Reply<T> = Result<Response<T>, Status>;
 
 #[tonic::async_trait]
 impl Organizations for OrganizationsApi {
@@ -48,7 +32,7 @@ impl Organizations for OrganizationsApi {
         request: Request<pb::CreateOrganizationRequest>,
     ) -> Reply<pb::CreateOrganizationResponse> {
         let now = self.state.clock.now();
-        let caller = self.caller(&request, now).await?;
+        let caller = caller(&self.state, &request, now).await?;
         let name = request.into_inner().name;
         let created = self
             .state
@@ -65,7 +49,7 @@ impl Organizations for OrganizationsApi {
         request: Request<pb::ListMyOrganizationsRequest>,
     ) -> Reply<pb::ListMyOrganizationsResponse> {
         let now = self.state.clock.now();
-        let caller = self.caller(&request, now).await?;
+        let caller = caller(&self.state, &request, now).await?;
         let memberships = self.state.accounts.my_organizations(&caller).await?;
         Ok(Response::new(pb::ListMyOrganizationsResponse {
             memberships: memberships.into_iter().map(Into::into).collect(),
@@ -77,7 +61,7 @@ impl Organizations for OrganizationsApi {
         request: Request<pb::GetOrganizationRequest>,
     ) -> Reply<pb::GetOrganizationResponse> {
         let now = self.state.clock.now();
-        let caller = self.caller(&request, now).await?;
+        let caller = caller(&self.state, &request, now).await?;
         let org = request.into_inner().organization_id;
         let (organization, mine) = self.state.accounts.get_organization(&caller, &org).await?;
         Ok(Response::new(pb::GetOrganizationResponse {
@@ -91,7 +75,7 @@ impl Organizations for OrganizationsApi {
         request: Request<pb::UpdateOrganizationRequest>,
     ) -> Reply<pb::UpdateOrganizationResponse> {
         let now = self.state.clock.now();
-        let caller = self.caller(&request, now).await?;
+        let caller = caller(&self.state, &request, now).await?;
         let req = request.into_inner();
         let update = OrganizationUpdate { name: req.name };
         let organization = self
@@ -109,7 +93,7 @@ impl Organizations for OrganizationsApi {
         request: Request<pb::DeleteOrganizationRequest>,
     ) -> Reply<pb::DeleteOrganizationResponse> {
         let now = self.state.clock.now();
-        let caller = self.caller(&request, now).await?;
+        let caller = caller(&self.state, &request, now).await?;
         let org = request.into_inner().organization_id;
         self.state
             .accounts
@@ -123,7 +107,7 @@ impl Organizations for OrganizationsApi {
         request: Request<pb::ListMembersRequest>,
     ) -> Reply<pb::ListMembersResponse> {
         let now = self.state.clock.now();
-        let caller = self.caller(&request, now).await?;
+        let caller = caller(&self.state, &request, now).await?;
         let req = request.into_inner();
         let page = self
             .state
@@ -147,7 +131,7 @@ impl Organizations for OrganizationsApi {
         request: Request<pb::UpdateMemberRequest>,
     ) -> Reply<pb::UpdateMemberResponse> {
         let now = self.state.clock.now();
-        let caller = self.caller(&request, now).await?;
+        let caller = caller(&self.state, &request, now).await?;
         let req = request.into_inner();
         let update = MemberUpdate {
             role: req.role.map(|r| new_org_role("role", r)).transpose()?,
@@ -168,7 +152,7 @@ impl Organizations for OrganizationsApi {
         request: Request<pb::RemoveMemberRequest>,
     ) -> Reply<pb::RemoveMemberResponse> {
         let now = self.state.clock.now();
-        let caller = self.caller(&request, now).await?;
+        let caller = caller(&self.state, &request, now).await?;
         let req = request.into_inner();
         self.state
             .accounts
@@ -183,7 +167,7 @@ impl Organizations for OrganizationsApi {
     ) -> Reply<pb::CreateInvitationResponse> {
         use secrecy::ExposeSecret as _;
         let now = self.state.clock.now();
-        let caller = self.caller(&request, now).await?;
+        let caller = caller(&self.state, &request, now).await?;
         let req = request.into_inner();
         let invitation = InvitationRequest {
             role: new_org_role("role", req.role)?,
@@ -207,7 +191,7 @@ impl Organizations for OrganizationsApi {
         request: Request<pb::ListInvitationsRequest>,
     ) -> Reply<pb::ListInvitationsResponse> {
         let now = self.state.clock.now();
-        let caller = self.caller(&request, now).await?;
+        let caller = caller(&self.state, &request, now).await?;
         let req = request.into_inner();
         let invitations = self
             .state
@@ -224,7 +208,7 @@ impl Organizations for OrganizationsApi {
         request: Request<pb::RevokeInvitationRequest>,
     ) -> Reply<pb::RevokeInvitationResponse> {
         let now = self.state.clock.now();
-        let caller = self.caller(&request, now).await?;
+        let caller = caller(&self.state, &request, now).await?;
         let req = request.into_inner();
         self.state
             .accounts
@@ -238,7 +222,7 @@ impl Organizations for OrganizationsApi {
         request: Request<pb::AcceptInvitationRequest>,
     ) -> Reply<pb::AcceptInvitationResponse> {
         let now = self.state.clock.now();
-        let caller = self.caller(&request, now).await?;
+        let caller = caller(&self.state, &request, now).await?;
         let token = SecretString::from(request.into_inner().invitation_token);
         let joined = self
             .state
@@ -255,7 +239,7 @@ impl Organizations for OrganizationsApi {
         request: Request<pb::SwitchOrganizationRequest>,
     ) -> Reply<pb::SwitchOrganizationResponse> {
         let now = self.state.clock.now();
-        let caller = self.caller(&request, now).await?;
+        let caller = caller(&self.state, &request, now).await?;
         let org = request.into_inner().organization_id;
         let tokens = self
             .state

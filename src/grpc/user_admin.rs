@@ -7,6 +7,7 @@ use std::sync::Arc;
 use secrecy::{ExposeSecret as _, SecretString};
 use tonic::{Request, Response, Status};
 
+use super::Reply;
 use super::{
     bearer::bearer,
     convert::{
@@ -41,8 +42,6 @@ impl UserAdminApi {
         Ok(self.state.accounts.authorize_admin(&token, now).await?)
     }
 }
-
-type Reply<T> = Result<Response<T>, Status>;
 
 #[tonic::async_trait]
 impl UserAdmin for UserAdminApi {
