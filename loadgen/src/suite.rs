@@ -433,22 +433,7 @@ pub async fn suite(opts: SuiteOpts) -> Result<()> {
     };
     match run_scenario(&env, Scenario::ListUsers, list_spec, opts.list_users).await {
         Ok(o) => {
-            let p50 = o.result.quantile_us(0.5);
-            let clean = o.result.error_count() == 0 && o.result.ok() > 0;
-            let row = Row {
-                what,
-                measured: format!(
-                    "{} (p99 {}, {:.0} pages/s){}",
-                    ms(p50),
-                    ms(o.result.quantile_us(0.99)),
-                    o.result.throughput(),
-                    error_suffix(&o.result)
-                ),
-                ceiling: "–".into(),
-                ratio: "–".into(),
-                goal: "p50 ≤ 5 ms",
-                verdict: Verdict::of(clean && p50 <= 5_000),
-            };
+            let row = page_row(what, &o.result);
             suite.keep(o, row);
         }
         Err(e) => suite.error(what, "p50 ≤ 5 ms", &e),
@@ -464,22 +449,7 @@ pub async fn suite(opts: SuiteOpts) -> Result<()> {
     );
     match run_scenario(&env, Scenario::ListMembers, list_spec, opts.list_users).await {
         Ok(o) => {
-            let p50 = o.result.quantile_us(0.5);
-            let clean = o.result.error_count() == 0 && o.result.ok() > 0;
-            let row = Row {
-                what,
-                measured: format!(
-                    "{} (p99 {}, {:.0} pages/s){}",
-                    ms(p50),
-                    ms(o.result.quantile_us(0.99)),
-                    o.result.throughput(),
-                    error_suffix(&o.result)
-                ),
-                ceiling: "–".into(),
-                ratio: "–".into(),
-                goal: "p50 ≤ 5 ms",
-                verdict: Verdict::of(clean && p50 <= 5_000),
-            };
+            let row = page_row(what, &o.result);
             suite.keep(o, row);
         }
         Err(e) => suite.error(what, "p50 ≤ 5 ms", &e),
@@ -632,6 +602,26 @@ fn phase(name: &str) {
 
 fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// A listing phase's row: the p50 of a page against its 5 ms goal.
+fn page_row(what: String, result: &GroupResult) -> Row {
+    let p50 = result.quantile_us(0.5);
+    let clean = result.error_count() == 0 && result.ok() > 0;
+    Row {
+        what,
+        measured: format!(
+            "{} (p99 {}, {:.0} pages/s){}",
+            ms(p50),
+            ms(result.quantile_us(0.99)),
+            result.throughput(),
+            error_suffix(result)
+        ),
+        ceiling: "–".into(),
+        ratio: "–".into(),
+        goal: "p50 ≤ 5 ms",
+        verdict: Verdict::of(clean && p50 <= 5_000),
+    }
 }
 
 fn error_suffix(result: &GroupResult) -> String {

@@ -39,6 +39,21 @@ async fn app_with_mail_and(
     .await
 }
 
+/// Waits (up to 20 s) until a delivery attempt has failed.
+async fn wait_for_a_failed_attempt(app: &TestApp) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while count(
+        app.db(),
+        "SELECT COUNT(*) FROM mail_outbox WHERE attempts > 0",
+    )
+    .await
+        < 1
+    {
+        assert!(tokio::time::Instant::now() < deadline, "no attempt failed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn verify(client: &Client, token: &str) -> Result<pb::User, tonic::Status> {
     client
         .auth
@@ -720,18 +735,9 @@ async fn a_mail_failing_for_a_day_is_given_up() {
     };
     let app = app_with_mail(&sink).await;
     app.register(ADMIN_EMAIL, PASSWORD).await.unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while count(
-        app.db(),
-        "SELECT COUNT(*) FROM mail_outbox WHERE attempts > 0",
-    )
-    .await
-        < 1
-    {
-        assert!(tokio::time::Instant::now() < deadline, "no attempt failed");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_a_failed_attempt(&app).await;
     app.clock.advance(Duration::from_secs(24 * 3600));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while count(app.db(), "SELECT COUNT(*) FROM mail_outbox").await > 0 {
         assert!(tokio::time::Instant::now() < deadline, "never given up");
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -851,17 +857,7 @@ async fn a_relay_whose_certificate_is_not_trusted_gets_nothing() {
     // The private CA is not given: the handshake must fail.
     let app = spawn_app_with(|config| sink.configure(config, None)).await;
     app.register(ADMIN_EMAIL, PASSWORD).await.unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while count(
-        app.db(),
-        "SELECT COUNT(*) FROM mail_outbox WHERE attempts > 0",
-    )
-    .await
-        < 1
-    {
-        assert!(tokio::time::Instant::now() < deadline, "no attempt failed");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_a_failed_attempt(&app).await;
     assert!(sink.received().is_empty());
 }
 

@@ -57,6 +57,21 @@ async fn org_with_roles(app: &TestApp, platform: &str, tag: &str) -> Org {
     }
 }
 
+/// Login with PASSWORD, asking for the session to act for `org`.
+async fn login_to(app: &TestApp, email: &str, org: &str) -> pb::LoginResponse {
+    app.auth
+        .clone()
+        .login(pb::LoginRequest {
+            email: email.into(),
+            password: PASSWORD.into(),
+            organization_id: Some(org.into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 fn role_of(members: &[pb::Member], user: &str) -> Option<OrgRole> {
     members.iter().find(|m| m.user_id == user).map(|m| m.role())
 }
@@ -175,18 +190,7 @@ async fn a_session_acts_for_the_oldest_membership_or_the_one_asked_for_and_its_t
     let current = sessions.iter().find(|s| s.current).unwrap();
     assert_eq!(current.organization_id, own.id);
 
-    let asked = app
-        .auth
-        .clone()
-        .login(pb::LoginRequest {
-            email: ADMIN_EMAIL.into(),
-            password: PASSWORD.into(),
-            organization_id: Some(second.id.clone()),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let asked = login_to(&app, ADMIN_EMAIL, &second.id).await;
     assert_eq!(
         asked.membership.unwrap().organization.unwrap().id,
         second.id
@@ -287,18 +291,8 @@ async fn validate_token_reports_the_membership_as_it_is_now() {
     let app = spawn_app().await;
     let (_, platform) = app.admin_session().await;
     let org = org_with_roles(&app, &platform, "v").await;
-    let member = app
-        .auth
-        .clone()
-        .login(pb::LoginRequest {
-            email: "member-v@example.com".into(),
-            password: PASSWORD.into(),
-            organization_id: Some(org.id.clone()),
-            ..Default::default()
-        })
+    let member = login_to(&app, "member-v@example.com", &org.id)
         .await
-        .unwrap()
-        .into_inner()
         .tokens
         .unwrap()
         .access_token;
@@ -375,18 +369,8 @@ async fn removal_revokes_exactly_the_sessions_that_act_for_that_organisation() {
     assert!(app.validate(&in_own).await.unwrap().active);
 
     // Deleting an organisation ends the sessions of everyone acting for it.
-    let admin_in_org = app
-        .auth
-        .clone()
-        .login(pb::LoginRequest {
-            email: "admin-r@example.com".into(),
-            password: PASSWORD.into(),
-            organization_id: Some(org.id.clone()),
-            ..Default::default()
-        })
+    let admin_in_org = login_to(&app, "admin-r@example.com", &org.id)
         .await
-        .unwrap()
-        .into_inner()
         .tokens
         .unwrap()
         .access_token;
@@ -1079,18 +1063,7 @@ async fn a_session_whose_membership_is_gone_is_refused_by_the_token_check_itself
     let app = spawn_app().await;
     let (_, platform) = app.admin_session().await;
     let org = org_with_roles(&app, &platform, "j").await;
-    let login = app
-        .auth
-        .clone()
-        .login(pb::LoginRequest {
-            email: "member-j@example.com".into(),
-            password: PASSWORD.into(),
-            organization_id: Some(org.id.clone()),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let login = login_to(&app, "member-j@example.com", &org.id).await;
     let token = login.tokens.unwrap().access_token;
     assert!(app.validate(&token).await.unwrap().active);
     // Behind warden's back: only the membership row goes.
